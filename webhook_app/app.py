@@ -1,0 +1,67 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+from flask import Flask, current_app, jsonify
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from webhook_app.db import Database
+from webhook_app.queue import Enqueuer, make_celery
+from webhook_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    enqueuer: Enqueuer
+
+
+def services() -> Services:
+    return cast(Services, current_app.extensions["webhook_app"])
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_callback_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["webhook_app"] = Services(
+        settings=settings,
+        db=Database(settings.database_url),
+        enqueuer=enqueuer or Enqueuer(make_celery(settings)),
+    )
+
+    from webhook_app.web import api, health, receiver
+
+    app.register_blueprint(receiver.blueprint)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(health.blueprint)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        name = (exc.name or "error").lower().replace(" ", "_")
+        return jsonify(error_body(name, exc.description or exc.name or "")), exc.code
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeout)
+    def _database_down(exc: Exception) -> Any:
+        # The sender should try again later; nothing was half-written (the transaction
+        # was rolled back when the session closed).
+        log.error("database unavailable: %s", type(exc).__name__)
+        body = error_body("database_unavailable", "the database is unreachable; retry later")
+        return jsonify(body), 503, {"Retry-After": "5"}
+
+    return app

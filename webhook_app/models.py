@@ -1,0 +1,170 @@
+"""Tables: jobs, their items, the deliveries that reached us, and every transition."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from webhook_app.states import JobStatus
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python on every backend (SQLite stores no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+def new_public_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_public_id)
+    kind: Mapped[str] = mapped_column(String(32), default="image_generation")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    prompt: Mapped[str] = mapped_column(String(400))
+    aspect_ratio: Mapped[str | None] = mapped_column(String(8))
+    medium: Mapped[str | None] = mapped_column(String(16))
+    meta: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    generation_uuid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    upstream_status: Mapped[str | None] = mapped_column(String(64))
+    purchase_status: Mapped[str | None] = mapped_column(String(64))
+    # Where the submission stands while status is `submitting`: in_flight, retry, unknown.
+    submission: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    deadline_at: Mapped[datetime]
+    next_check_at: Mapped[datetime | None]
+
+    items: Mapped[list[JobItem]] = relationship(
+        back_populates="job", order_by="JobItem.position", lazy="selectin"
+    )
+
+    __table_args__ = (
+        Index("ix_jobs_status_id", "status", "id"),
+        Index("ix_jobs_next_check_at", "next_check_at"),
+    )
+
+
+class JobItem(Base):
+    __tablename__ = "job_items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str] = mapped_column(String(64), unique=True)
+    dp_item_id: Mapped[int | None] = mapped_column(BigInteger)
+    preview_url: Mapped[str | None] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    media_type: Mapped[str | None] = mapped_column(String(32))
+
+    job: Mapped[Job] = relationship(back_populates="items")
+
+
+class Delivery(Base):
+    """A callback body exactly as it arrived; identical bodies are counted, not stored twice."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    received_count: Mapped[int] = mapped_column(Integer, default=1)
+    first_received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    content_type: Mapped[str | None] = mapped_column(String(200))
+    headers: Mapped[dict[str, Any] | None]
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    source_addr: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("job_id", "fingerprint"),)
+
+
+class Event(Base):
+    """One transition of one job, and what caused it."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any] | None]
+
+    __table_args__ = (Index("ix_events_job_id_id", "job_id", "id"),)
+
+
+class UpstreamSession(Base):
+    """The Depositphotos login session every worker shares."""
+
+    __tablename__ = "upstream_sessions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(200))
+    obtained_at: Mapped[datetime]

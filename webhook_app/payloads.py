@@ -1,0 +1,118 @@
+"""Turn a callback body into the mapping the upstream meant, whatever its encoding.
+
+The upstream documents neither the content type nor the shape of its callbacks, so both
+JSON and form bodies are read, and the success envelope is unwrapped when present.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+MAX_DEPTH = 8
+MAX_KEYS = 2000
+
+
+class PayloadError(ValueError):
+    """The body cannot be understood; the message says why."""
+
+
+class ReportedFailure(PayloadError):
+    """The body is a failure envelope: the upstream reports an error, not a result."""
+
+    def __init__(self, error: Mapping[str, Any]) -> None:
+        super().__init__(f"failure envelope: {str(error.get('errormsg', ''))[:200]}")
+        self.error = error
+
+
+def decode_body(body: bytes, content_type: str | None) -> Mapping[str, Any]:
+    """Parse a JSON or form-encoded body into a mapping."""
+    if not body.strip():
+        raise PayloadError("empty body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadError("body is not valid UTF-8") from None
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    looks_json = text.lstrip().startswith(("{", "["))
+    if media_type.endswith("json") or (looks_json and "form" not in media_type):
+        return _decode_json(text)
+    if media_type in ("", "application/x-www-form-urlencoded", "text/plain"):
+        return _decode_form(text)
+    raise PayloadError(f"unsupported content type {media_type!r}")
+
+
+def unwrap_envelope(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return the result inside a success envelope, or the payload itself when it is bare."""
+    kind = payload.get("type")
+    if kind == "failure":
+        error = payload.get("error")
+        raise ReportedFailure(error if isinstance(error, Mapping) else {})
+    data = payload.get("data")
+    if kind == "success" or ("data" in payload and "uuid" not in payload):
+        if not isinstance(data, Mapping):
+            raise PayloadError("envelope has no data object")
+        return data
+    return payload
+
+
+def _decode_json(text: str) -> Mapping[str, Any]:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"malformed JSON: {str(exc)[:120]}") from None
+    if not isinstance(value, dict):
+        raise PayloadError("JSON body is not an object")
+    _check_depth(value, 0)
+    return value
+
+
+def _check_depth(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise PayloadError(f"nesting deeper than {MAX_DEPTH} levels")
+    children = (
+        value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    )
+    for child in children:
+        _check_depth(child, depth + 1)
+
+
+_KEY_PART = re.compile(r"\[([^\[\]]*)\]")
+
+
+def _decode_form(text: str) -> Mapping[str, Any]:
+    """Read PHP-style keys (`data[items][0][uuid]=...`) into nested dicts and lists."""
+    try:
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=True, max_num_fields=MAX_KEYS
+        )
+    except ValueError as exc:
+        raise PayloadError(f"malformed form body: {str(exc)[:120]}") from None
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        head, _, rest = key.partition("[")
+        path = [head, *_KEY_PART.findall("[" + rest)] if rest else [head]
+        if len(path) > MAX_DEPTH:
+            raise PayloadError(f"form key nested deeper than {MAX_DEPTH} levels")
+        node = root
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise PayloadError(f"form key {key!r} conflicts with a plain value")
+            node = child
+        node[path[-1]] = value
+    return _lists_from_indexes(root)
+
+
+def _lists_from_indexes(node: Any) -> Any:
+    # {"0": a, "1": b} from `items[0]`, `items[1]` becomes [a, b].
+    if not isinstance(node, dict):
+        return None if node == "" else node
+    converted = {key: _lists_from_indexes(value) for key, value in node.items()}
+    keys = list(converted)
+    if keys and all(key.isdigit() for key in keys):
+        return [converted[key] for key in sorted(keys, key=int)]
+    return converted

@@ -1,0 +1,80 @@
+"""The Celery application both sides share, the task names, and enqueueing after commit."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+
+from webhook_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The public contract: other services enqueue this with send_task(CREATE_JOB, kwargs={...}).
+CREATE_JOB = "webhook_app.create_job"
+SUBMIT_JOB = "webhook_app.submit_job"
+REFRESH_JOB = "webhook_app.refresh_job"
+ENRICH_JOB = "webhook_app.enrich_job"
+RECONCILE = "webhook_app.reconcile"
+
+# Longest task: a generate call with its timeout, plus a margin.
+LONGEST_TASK = timedelta(minutes=10)
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app configured for a PaaS: late acks where safe, no hoarding, bounded publish."""
+    app = Celery("webhook_app", broker=settings.broker_url, set_as_current=False)
+    transport_options: dict[str, Any] = {
+        # Redis and SQS redeliver an unacknowledged message after this long; it must exceed
+        # the longest task or a slow task would run twice.
+        "visibility_timeout": int(LONGEST_TASK.total_seconds() * 2),
+    }
+    if settings.broker_url.startswith("sqla+"):
+        transport_options["polling_interval"] = 0.2
+    app.conf.update(
+        task_ignore_result=True,
+        result_backend=None,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=int(LONGEST_TASK.total_seconds()),
+        task_soft_time_limit=int(LONGEST_TASK.total_seconds()) - 30,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=2,
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_default_queue="webhook_app",
+        beat_schedule={
+            "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval},
+        },
+    )
+    return app
+
+
+class Enqueuer:
+    """Sends tasks by name; a broker failure is logged, since reconciliation recovers it."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def send(self, name: str, *args: Any) -> bool:
+        try:
+            self._app.send_task(name, args=args)
+        except Exception:
+            log.exception("could not enqueue %s; reconciliation will pick it up", name)
+            return False
+        return True
+
+    def check(self) -> str:
+        """ "ok", or why the broker cannot be reached."""
+        try:
+            with self._app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:
+            return f"unreachable: {type(exc).__name__}"
+        return "ok"

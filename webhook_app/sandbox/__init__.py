@@ -1,0 +1,7 @@
+"""A Depositphotos-compatible fake upstream with adjustable delays, faults and callback shapes."""
+
+from .app import create_sandbox_app
+from .knobs import SandboxKnobs, knobs_from_env
+from .server import SandboxServer, serve
+
+__all__ = ["SandboxKnobs", "SandboxServer", "create_sandbox_app", "knobs_from_env", "serve"]

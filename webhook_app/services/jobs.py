@@ -1,0 +1,184 @@
+"""Creating jobs and reading them back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
+from webhook_app.models import Delivery, Event, Job
+from webhook_app.states import JobStatus
+
+MAX_METADATA_BYTES = 8192
+MAX_PAGE = 200
+
+
+class InvalidRequest(ValueError):
+    """A field of a request is wrong; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class IdempotencyConflict(ValueError):
+    """The idempotency key was used before for a different request."""
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    prompt: str
+    aspect_ratio: str | None = None
+    medium: str | None = None
+    metadata: Mapping[str, Any] | None = field(default=None, compare=True)
+
+    @classmethod
+    def from_mapping(cls, data: Any) -> JobRequest:
+        """Validate as the upstream would, naming the first bad field."""
+        if not isinstance(data, Mapping):
+            raise InvalidRequest("body", "must be a JSON object")
+        unknown = set(data) - {"prompt", "aspect_ratio", "medium", "metadata"}
+        if unknown:
+            raise InvalidRequest(sorted(unknown)[0], "is not a known field")
+        prompt = data.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidRequest("prompt", "is required and must be a non-empty string")
+        if len(prompt) > MAX_PROMPT:
+            raise InvalidRequest("prompt", f"must be at most {MAX_PROMPT} characters")
+        aspect_ratio = data.get("aspect_ratio")
+        if aspect_ratio is not None and aspect_ratio not in ASPECT_RATIOS:
+            raise InvalidRequest("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
+        medium = data.get("medium")
+        if medium is not None and medium not in MEDIUMS:
+            raise InvalidRequest("medium", f"must be one of {', '.join(MEDIUMS)}")
+        metadata = data.get("metadata")
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise InvalidRequest("metadata", "must be a JSON object")
+            if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
+                raise InvalidRequest("metadata", f"must be at most {MAX_METADATA_BYTES} bytes")
+        return cls(prompt=prompt, aspect_ratio=aspect_ratio, medium=medium, metadata=metadata)
+
+    def matches(self, job: Job) -> bool:
+        return (job.prompt, job.aspect_ratio, job.medium, job.meta) == (
+            self.prompt,
+            self.aspect_ratio,
+            self.medium,
+            dict(self.metadata) if self.metadata else None,
+        )
+
+
+def create_job(
+    session: Session,
+    request: JobRequest,
+    *,
+    now: datetime,
+    deadline: timedelta,
+    idempotency_key: str | None = None,
+    source: str = "api",
+) -> tuple[Job, bool]:
+    """Insert a queued job, or return the one this idempotency key already made."""
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
+        raise InvalidRequest("Idempotency-Key", "must be 1 to 200 characters")
+    job = Job(
+        prompt=request.prompt,
+        aspect_ratio=request.aspect_ratio,
+        medium=request.medium,
+        meta=dict(request.metadata) if request.metadata else None,
+        idempotency_key=idempotency_key,
+        status=JobStatus.QUEUED.value,
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + deadline,
+        attempts=0,
+        polls=0,
+    )
+    try:
+        # The unique key settles a race between two requests with the same key.
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        if not request.matches(existing):
+            raise IdempotencyConflict(idempotency_key) from None
+        return existing, False
+    session.add(Event(job_id=job.id, at=now, source=source, from_status=None, to_status=job.status))
+    return job, True
+
+
+def lock_job(
+    session: Session, *, public_id: str | None = None, job_id: int | None = None
+) -> Job | None:
+    """Load a job with a row lock, so concurrent writers to it take turns."""
+    query = select(Job).with_for_update(of=Job)
+    query = query.where(Job.public_id == public_id) if public_id else query.where(Job.id == job_id)
+    return session.scalar(query)
+
+
+def get_job(session: Session, public_id: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.public_id == public_id))
+
+
+@dataclass(frozen=True)
+class Page:
+    jobs: Sequence[Job]
+    next_cursor: str | None
+
+
+def encode_cursor(job_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": job_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidRequest("cursor", "is not a cursor this API returned") from None
+    if not isinstance(value, int):
+        raise InvalidRequest("cursor", "is not a cursor this API returned")
+    return value
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: str | None = None,
+    created_after: datetime | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """Newest first. The cursor is the last id seen, so new jobs never shift later pages."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if created_after is not None:
+        query = query.where(Job.created_at > created_after)
+    if cursor is not None:
+        query = query.where(Job.id < decode_cursor(cursor))
+    jobs = list(session.scalars(query))
+    more = len(jobs) > limit
+    jobs = jobs[:limit]
+    return Page(jobs=jobs, next_cursor=encode_cursor(jobs[-1].id) if more else None)
+
+
+def deliveries_of(session: Session, job: Job) -> Sequence[Delivery]:
+    return session.scalars(
+        select(Delivery).where(Delivery.job_id == job.id).order_by(Delivery.id)
+    ).all()
+
+
+def events_of(session: Session, job: Job) -> Sequence[Event]:
+    return session.scalars(select(Event).where(Event.job_id == job.id).order_by(Event.id)).all()

@@ -1,0 +1,173 @@
+"""Configuration: one frozen object built from the environment, never at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+DEFAULT_DP_API_URL = "https://api.depositphotos.com"
+SANDBOX_PORT = 8001
+
+# Explicit, printed, and refused outside development.
+DEV_DEFAULTS = {
+    "CALLBACK_SECRET": "dev-callback-secret",
+    "API_TOKENS": "dev-token",
+    "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+}
+
+
+class SettingsError(ValueError):
+    """A variable is missing or malformed; the message names it."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the PaaS `postgres://` form and pick the psycopg 3 driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "development"
+    database_url: str = "sqlite:///var/webhook_app.sqlite3"
+    broker_url: str = "sqla+sqlite:///var/celery-broker.sqlite3"
+    dp_api_url: str = f"http://127.0.0.1:{SANDBOX_PORT}"
+    dp_api_key: str = "sandbox"
+    dp_login_user: str = "sandbox"
+    dp_login_password: str = "sandbox"
+    public_base_url: str = DEV_DEFAULTS["PUBLIC_BASE_URL"]
+    callback_secrets: tuple[str, ...] = (DEV_DEFAULTS["CALLBACK_SECRET"],)
+    api_tokens: tuple[str, ...] = (DEV_DEFAULTS["API_TOKENS"],)
+    port: int = 8000
+    uses_sandbox: bool = True
+    upstream_timeout: float = 30.0
+    upstream_session_max_age: float = 2.5 * 3600
+    # A job with no callback for this long is confirmed with imageGenerator.get.
+    callback_overdue_after: float = 120.0
+    max_poll_interval: float = 900.0
+    job_deadline: float = 3600.0
+    # A submission claimed this long ago with no answer recorded is treated as outcome unknown.
+    submission_stale_after: float = 300.0
+    reconcile_interval: float = 30.0
+    submit_max_retries: int = 8
+    max_callback_bytes: int = 1024 * 1024
+    dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def recheck_after(self) -> timedelta:
+        return timedelta(seconds=self.callback_overdue_after)
+
+    @property
+    def deadline(self) -> timedelta:
+        return timedelta(seconds=self.job_deadline)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every variable; outside development a missing secret stops start-up."""
+        env = os.environ if environ is None else environ
+        environment = env.get("APP_ENV", "development").strip() or "development"
+        if environment not in ("development", "production", "test"):
+            raise SettingsError(
+                f"APP_ENV must be development, test or production, not {environment!r}"
+            )
+        relaxed = environment != "production"
+
+        used_defaults: list[str] = []
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if value:
+                return value
+            if relaxed and name in DEV_DEFAULTS:
+                used_defaults.append(name)
+                return DEV_DEFAULTS[name]
+            raise SettingsError(f"{name} must be set when APP_ENV={environment}")
+
+        callback_secrets = _split(required("CALLBACK_SECRET"))
+        api_tokens = _split(required("API_TOKENS"))
+        public_base_url = required("PUBLIC_BASE_URL").rstrip("/")
+        if not public_base_url.startswith(("http://", "https://")):
+            raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
+
+        dp_api_key = env.get("DP_API_KEY", "").strip()
+        uses_sandbox = not dp_api_key
+        if uses_sandbox and not relaxed:
+            raise SettingsError("DP_API_KEY must be set when APP_ENV=production")
+        if uses_sandbox:
+            dp_api_url = env.get("DP_API_URL") or f"http://127.0.0.1:{SANDBOX_PORT}"
+            login_user = env.get("DP_LOGIN_USER") or "sandbox"
+            login_password = env.get("DP_LOGIN_PASSWORD") or "sandbox"
+            dp_api_key = "sandbox"
+        else:
+            dp_api_url = env.get("DP_API_URL") or DEFAULT_DP_API_URL
+            login_user = env.get("DP_LOGIN_USER", "")
+            login_password = env.get("DP_LOGIN_PASSWORD", "")
+            for name, value in (
+                ("DP_LOGIN_USER", login_user),
+                ("DP_LOGIN_PASSWORD", login_password),
+            ):
+                if not value:
+                    raise SettingsError(f"{name} must be set when DP_API_KEY is set")
+
+        database_url = normalize_database_url(
+            env.get("DATABASE_URL") or f"sqlite:///{Path('var/webhook_app.sqlite3').absolute()}"
+        )
+        broker_url = env.get("CELERY_BROKER_URL") or (
+            f"sqla+sqlite:///{Path('var/celery-broker.sqlite3').absolute()}"
+        )
+        if not broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://", "sqla+")):
+            raise SettingsError("CELERY_BROKER_URL must be a redis://, amqp:// or sqla+ URL")
+
+        try:
+            port = int(env.get("PORT") or 8000)
+        except ValueError:
+            raise SettingsError("PORT must be an integer") from None
+
+        return cls(
+            environment=environment,
+            database_url=database_url,
+            broker_url=broker_url,
+            dp_api_url=dp_api_url.rstrip("/"),
+            dp_api_key=dp_api_key,
+            dp_login_user=login_user,
+            dp_login_password=login_password,
+            public_base_url=public_base_url,
+            callback_secrets=callback_secrets,
+            api_tokens=api_tokens,
+            port=port,
+            uses_sandbox=uses_sandbox,
+            upstream_timeout=_number(env, "DP_TIMEOUT", 30.0),
+            callback_overdue_after=_number(env, "CALLBACK_OVERDUE_AFTER", 120.0),
+            max_poll_interval=_number(env, "MAX_POLL_INTERVAL", 900.0),
+            job_deadline=_number(env, "JOB_DEADLINE", 3600.0),
+            submission_stale_after=_number(env, "SUBMISSION_STALE_AFTER", 300.0),
+            reconcile_interval=_number(env, "RECONCILE_INTERVAL", 30.0),
+            submit_max_retries=int(_number(env, "SUBMIT_MAX_RETRIES", 8)),
+            dev_defaults_used=tuple(used_defaults),
+        )

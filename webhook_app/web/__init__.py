@@ -1,0 +1,1 @@
+"""The HTTP side: callback receiver, query API, health."""

@@ -1,0 +1,147 @@
+"""The query API under /api/v1: create jobs, read them, their deliveries and events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, jsonify, request
+
+from webhook_app.app import error_body, services
+from webhook_app.models import Job, utcnow
+from webhook_app.queue import REFRESH_JOB, SUBMIT_JOB
+from webhook_app.services import jobs
+from webhook_app.states import JobStatus
+from webhook_app.tokens import matches_any
+from webhook_app.web.serialize import delivery_json, event_json, job_json
+
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def invalid(field: str, message: str, status: int = 422) -> Any:
+    return jsonify(error_body("invalid_request", f"{field} {message}", field=field)), status
+
+
+@blueprint.before_request
+def _authenticate() -> Any:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if (
+        scheme.lower() != "bearer"
+        or not token
+        or not matches_any(services().settings.api_tokens, token.strip())
+    ):
+        body = error_body("unauthorized", "a valid bearer token is required")
+        return jsonify(body), 401, {"WWW-Authenticate": 'Bearer realm="webhook_app"'}
+    return None
+
+
+@blueprint.errorhandler(jobs.InvalidRequest)
+def _invalid_request(exc: jobs.InvalidRequest) -> Any:
+    status = 400 if exc.field in ("body", "cursor", "Idempotency-Key") else 422
+    return invalid(exc.field, exc.message, status)
+
+
+def _found(view: F) -> F:
+    """Resolve <job_id> to a Job inside one read transaction, or answer 404."""
+
+    @wraps(view)
+    def wrapper(job_id: str) -> Any:
+        with services().db.transaction() as session:
+            job = jobs.get_job(session, job_id[:64])
+            if job is None:
+                return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
+            return view(session, job)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@blueprint.post("/jobs")
+def create_job() -> Any:
+    svc = services()
+    payload = request.get_json(silent=True)
+    if payload is None:
+        return invalid("body", "must be a JSON object (Content-Type: application/json)", 400)
+    job_request = jobs.JobRequest.from_mapping(payload)
+    key = request.headers.get("Idempotency-Key")
+    try:
+        with svc.db.transaction() as session:
+            job, created = jobs.create_job(
+                session,
+                job_request,
+                now=utcnow(),
+                deadline=svc.settings.deadline,
+                idempotency_key=key,
+            )
+            body = job_json(job)
+    except jobs.IdempotencyConflict:
+        message = "was already used for a different request"
+        return jsonify(error_body("idempotency_conflict", f"Idempotency-Key {message}")), 409
+    if created:
+        svc.enqueuer.send(SUBMIT_JOB, job.id)
+    headers = {"Location": body["links"]["self"]}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return jsonify(body), 202, headers
+
+
+@blueprint.get("/jobs")
+def list_jobs() -> Any:
+    args = request.args
+    status = args.get("status") or None
+    if status is not None and status not in {s.value for s in JobStatus}:
+        return invalid("status", f"must be one of {', '.join(s.value for s in JobStatus)}", 400)
+    created_after = None
+    if args.get("created_after"):
+        try:
+            created_after = datetime.fromisoformat(args["created_after"].replace("Z", "+00:00"))
+        except ValueError:
+            return invalid("created_after", "must be an ISO-8601 timestamp", 400)
+        if created_after.tzinfo is None:
+            created_after = created_after.replace(tzinfo=UTC)
+    try:
+        limit = int(args.get("limit", 50))
+    except ValueError:
+        return invalid("limit", "must be an integer", 400)
+    if not 1 <= limit <= jobs.MAX_PAGE:
+        return invalid("limit", f"must be between 1 and {jobs.MAX_PAGE}", 400)
+    with services().db.transaction() as session:
+        page = jobs.list_jobs(
+            session,
+            status=status,
+            created_after=created_after,
+            limit=limit,
+            cursor=args.get("cursor") or None,
+        )
+        return jsonify({"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.next_cursor})
+
+
+@blueprint.get("/jobs/<job_id>")
+@_found
+def get_job(session: Any, job: Job) -> Any:
+    return jsonify(job_json(job))
+
+
+@blueprint.get("/jobs/<job_id>/deliveries")
+@_found
+def job_deliveries(session: Any, job: Job) -> Any:
+    return jsonify({"deliveries": [delivery_json(d) for d in jobs.deliveries_of(session, job)]})
+
+
+@blueprint.get("/jobs/<job_id>/events")
+@_found
+def job_events(session: Any, job: Job) -> Any:
+    return jsonify({"events": [event_json(e) for e in jobs.events_of(session, job)]})
+
+
+@blueprint.post("/jobs/<job_id>/refresh")
+@_found
+def refresh_job(session: Any, job: Job) -> Any:
+    if job.generation_uuid is None:
+        message = "the job has no upstream generation to ask about yet"
+        return jsonify(error_body("not_submitted", message)), 409
+    services().enqueuer.send(REFRESH_JOB, job.id)
+    return jsonify({"queued": True, "job": job_json(job)}), 202

@@ -1,0 +1,80 @@
+"""JSON shapes of jobs, items, deliveries and events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from webhook_app.models import Delivery, Event, Job, JobItem
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    base = f"/api/v1/jobs/{job.public_id}"
+    return {
+        "id": job.public_id,
+        "kind": job.kind,
+        "status": job.status,
+        "prompt": job.prompt,
+        "aspect_ratio": job.aspect_ratio,
+        "medium": job.medium,
+        "metadata": job.meta,
+        "idempotency_key": job.idempotency_key,
+        "generation_uuid": job.generation_uuid,
+        "upstream_status": job.upstream_status,
+        "purchase_status": job.purchase_status,
+        "submission": job.submission,
+        "attempts": job.attempts,
+        "last_error": job.last_error,
+        "items": [item_json(item) for item in job.items],
+        "created_at": _time(job.created_at),
+        "updated_at": _time(job.updated_at),
+        "submitted_at": _time(job.submitted_at),
+        "finished_at": _time(job.finished_at),
+        "deadline_at": _time(job.deadline_at),
+        "links": {"self": base, "events": f"{base}/events", "deliveries": f"{base}/deliveries"},
+    }
+
+
+def item_json(item: JobItem) -> dict[str, Any]:
+    return {
+        "uuid": item.uuid,
+        "dp_item_id": item.dp_item_id,
+        "preview_url": item.preview_url,
+        "width": item.width,
+        "height": item.height,
+        "type": item.media_type,
+    }
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    try:
+        body, encoding = delivery.body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        body, encoding = delivery.body.hex(), "hex"
+    return {
+        "id": delivery.id,
+        "received_at": _time(delivery.first_received_at),
+        "last_received_at": _time(delivery.last_received_at),
+        "received_count": delivery.received_count,
+        "outcome": delivery.outcome,
+        "detail": delivery.detail,
+        "content_type": delivery.content_type,
+        "headers": delivery.headers,
+        "source_addr": delivery.source_addr,
+        "body": body,
+        "body_encoding": encoding,
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "at": _time(event.at),
+        "source": event.source,
+        "from": event.from_status,
+        "to": event.to_status,
+        "detail": event.detail,
+    }

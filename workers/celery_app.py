@@ -1,0 +1,16 @@
+"""The worker's Celery app: the shared configuration plus this package's tasks."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from webhook_app.queue import make_celery
+from webhook_app.settings import Settings
+
+
+def create_worker_app(settings: Settings | None = None) -> Celery:
+    app = make_celery(settings or Settings.from_env())
+    app.conf.include = ["workers.tasks"]
+    app.set_current()
+    app.set_default()
+    return app

@@ -1,0 +1,55 @@
+"""What tasks need (settings, database, upstream client), built once per worker process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from celery import current_app
+from celery.signals import worker_process_init
+
+from webhook_app.db import Database
+from webhook_app.models import utcnow
+from webhook_app.queue import Enqueuer
+from webhook_app.services.upstream_sessions import DatabaseSessionStore
+from webhook_app.settings import Settings
+from webhook_app.upstream import DepositphotosClient
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    db: Database
+    client: DepositphotosClient
+    enqueuer: Enqueuer
+
+    def now(self) -> datetime:
+        return utcnow()
+
+
+_context: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    global _context
+    if _context is None:
+        settings = Settings.from_env()
+        db = Database(settings.database_url, pool_size=2)
+        client = DepositphotosClient(
+            base_url=settings.dp_api_url,
+            api_key=settings.dp_api_key,
+            login_user=settings.dp_login_user,
+            login_password=settings.dp_login_password,
+            sessions=DatabaseSessionStore(db),
+            timeout=settings.upstream_timeout,
+            session_max_age=settings.upstream_session_max_age,
+        )
+        _context = WorkerContext(settings, db, client, Enqueuer(current_app))
+    return _context
+
+
+@worker_process_init.connect
+def _fresh_after_fork(**_: object) -> None:
+    # Connections must not be shared with the parent process across fork().
+    global _context
+    _context = None

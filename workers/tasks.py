@@ -1,0 +1,190 @@
+"""Celery tasks: a few lines each, rebuilding arguments and calling the plain services."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from celery import Task, shared_task
+from sqlalchemy import select
+
+from webhook_app.kinds import image_generation as kind
+from webhook_app.models import JobItem
+from webhook_app.queue import CREATE_JOB, ENRICH_JOB, RECONCILE, REFRESH_JOB, SUBMIT_JOB
+from webhook_app.services import jobs, submission
+from webhook_app.services.progress import apply_report
+from webhook_app.services.reconcile import Schedule, plan_reconciliation
+from webhook_app.tokens import callback_token
+from webhook_app.upstream import (
+    AuthenticationError,
+    OutcomeUnknown,
+    TransientError,
+    UpstreamError,
+    ValidationError,
+)
+from workers.context import context
+
+log = logging.getLogger(__name__)
+
+
+def backoff(retries: int, base: float = 2.0, cap: float = 300.0) -> float:
+    """Exponential with full jitter, so retries from many jobs do not arrive together."""
+    return random.uniform(base, min(cap, base * 2**retries))
+
+
+@shared_task(name=CREATE_JOB, bind=True)
+def create_job(
+    self: Task,
+    prompt: str,
+    aspect_ratio: str | None = None,
+    medium: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
+) -> str:
+    """The public task: create a job from another service's request, then submit it."""
+    ctx = context()
+    request = jobs.JobRequest.from_mapping(
+        {
+            key: value
+            for key, value in {
+                "prompt": prompt,
+                "aspect_ratio": aspect_ratio,
+                "medium": medium,
+                "metadata": metadata,
+            }.items()
+            if value is not None
+        }
+    )
+    with ctx.db.transaction() as session:
+        job, created = jobs.create_job(
+            session,
+            request,
+            now=ctx.now(),
+            deadline=ctx.settings.deadline,
+            idempotency_key=idempotency_key,
+            source="task",
+        )
+        job_id, public_id = job.id, job.public_id
+    if created:
+        ctx.enqueuer.send(SUBMIT_JOB, job_id)
+    return public_id
+
+
+@shared_task(name=SUBMIT_JOB, bind=True, max_retries=None)
+def submit_job(self: Task, job_id: int) -> None:
+    """Claim, call imageGenerator.generate once, record the answer."""
+    ctx = context()
+    with ctx.db.transaction() as session:
+        claim = submission.claim(session, job_id, now=ctx.now())
+    if claim is None:
+        return
+    callback_url = (
+        f"{ctx.settings.public_base_url}/callbacks/{claim.public_id}/"
+        f"{callback_token(ctx.settings.callback_secrets[0], claim.public_id)}"
+    )
+    try:
+        report = kind.submit(
+            ctx.client,
+            prompt=claim.prompt,
+            callback_url=callback_url,
+            aspect_ratio=claim.aspect_ratio,
+            medium=claim.medium,
+        )
+    except (ValidationError, AuthenticationError) as exc:
+        with ctx.db.transaction() as session:
+            submission.reject(session, job_id, exc, now=ctx.now())
+        return
+    except TransientError as exc:
+        if self.request.retries >= ctx.settings.submit_max_retries:
+            with ctx.db.transaction() as session:
+                submission.reject(session, job_id, exc, now=ctx.now())
+            return
+        with ctx.db.transaction() as session:
+            submission.defer(session, job_id, exc, now=ctx.now())
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+    except (OutcomeUnknown, UpstreamError) as exc:
+        with ctx.db.transaction() as session:
+            submission.mark_unknown(session, job_id, exc, now=ctx.now())
+        log.warning("job %s: submission outcome unknown (%s)", claim.public_id, exc.kind)
+        return
+    with ctx.db.transaction() as session:
+        applied = submission.accept(
+            session, job_id, report, now=ctx.now(), recheck_after=ctx.settings.recheck_after
+        )
+    if applied and applied.completed:
+        ctx.enqueuer.send(ENRICH_JOB, job_id)
+
+
+@shared_task(name=REFRESH_JOB, bind=True, max_retries=5)
+def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
+    """Ask imageGenerator.get for the truth and apply it like a callback."""
+    ctx = context()
+    with ctx.db.transaction() as session:
+        job = jobs.lock_job(session, job_id=job_id)
+        reference = job.generation_uuid if job else None
+    if reference is None:
+        return
+    try:
+        report = kind.poll(ctx.client, reference)
+    except (TransientError, OutcomeUnknown) as exc:
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+    with ctx.db.transaction() as session:
+        job = jobs.lock_job(session, job_id=job_id)
+        if job is None:
+            return
+        applied = apply_report(
+            session,
+            job,
+            report,
+            source=source,
+            now=ctx.now(),
+            recheck_after=ctx.settings.recheck_after,
+        )
+    if applied.completed:
+        ctx.enqueuer.send(ENRICH_JOB, job_id)
+
+
+@shared_task(name=ENRICH_JOB, bind=True, max_retries=5)
+def enrich_job(self: Task, job_id: int) -> None:
+    """Record width, height and type of each item of a completed job."""
+    ctx = context()
+    with ctx.db.transaction() as session:
+        pending = session.execute(
+            select(JobItem.id, JobItem.uuid).where(
+                JobItem.job_id == job_id, JobItem.width.is_(None)
+            )
+        ).all()
+    for item_id, item_uuid in pending:
+        try:
+            width, height, media_type = kind.media_data(ctx.client, item_uuid)
+        except (TransientError, OutcomeUnknown, ValidationError) as exc:
+            # Media data may lag behind completion: a validation answer is retried too.
+            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+        with ctx.db.transaction() as session:
+            item = session.get(JobItem, item_id)
+            if item is not None:
+                item.width, item.height, item.media_type = width, height, media_type
+
+
+@shared_task(name=RECONCILE)
+def reconcile() -> dict[str, int]:
+    """Time out, poll and resubmit what needs it; run by beat."""
+    ctx = context()
+    with ctx.db.transaction() as session:
+        plan = plan_reconciliation(
+            session, now=ctx.now(), schedule=Schedule.from_settings(ctx.settings)
+        )
+    for job_id in plan.submit:
+        ctx.enqueuer.send(SUBMIT_JOB, job_id)
+    for job_id in plan.poll:
+        ctx.enqueuer.send(REFRESH_JOB, job_id)
+    summary = {
+        "polled": len(plan.poll),
+        "resubmitted": len(plan.submit),
+        "timed_out": plan.timed_out,
+        "unknown": plan.unknown,
+    }
+    if any(summary.values()):
+        log.info("reconciled: %s", summary)
+    return summary
