@@ -26,13 +26,15 @@ LONGEST_TASK = timedelta(minutes=10)
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for a PaaS: late acks where safe, no hoarding, bounded publish."""
     app = Celery("webhook_app", broker=settings.broker_url, set_as_current=False)
-    transport_options: dict[str, Any] = {
-        # Redis and SQS redeliver an unacknowledged message after this long; it must exceed
-        # the longest task or a slow task would run twice.
-        "visibility_timeout": int(LONGEST_TASK.total_seconds() * 2),
-    }
+    transport_options: dict[str, Any]
     if settings.broker_url.startswith("sqla+"):
-        transport_options["polling_interval"] = 0.2
+        # The server-less broker passes its options to create_engine: wait for SQLite's
+        # write lock instead of failing when several processes poll at once.
+        transport_options = {"connect_args": {"timeout": 30}}
+    else:
+        # Redis redelivers an unacknowledged message after this long; it must exceed the
+        # longest task, or a slow task would run twice.
+        transport_options = {"visibility_timeout": int(LONGEST_TASK.total_seconds() * 2)}
     app.conf.update(
         task_ignore_result=True,
         result_backend=None,
