@@ -98,14 +98,14 @@ def keep_delivery(
         outcome=applied.outcome.value,
         detail=applied.detail,
     )
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[Delivery.job_id, Delivery.fingerprint],
         set_={
             "received_count": Delivery.received_count + 1,
             "last_received_at": statement.excluded.last_received_at,
         },
     ).returning(Delivery.received_count)
-    return int(session.execute(statement).scalar_one())
+    return int(session.execute(upsert).scalar_one())
 
 
 def keep_unapplied(

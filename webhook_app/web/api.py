@@ -97,7 +97,9 @@ def list_jobs() -> Any:
     created_after = None
     if args.get("created_after"):
         try:
-            created_after = datetime.fromisoformat(args["created_after"].replace("Z", "+00:00"))
+            # An unescaped "+" in a query string arrives as a space.
+            raw = args["created_after"].strip().replace(" ", "+").replace("Z", "+00:00")
+            created_after = datetime.fromisoformat(raw)
         except ValueError:
             return invalid("created_after", "must be an ISO-8601 timestamp", 400)
         if created_after.tzinfo is None:

@@ -1,0 +1,202 @@
+"""Shared fixtures: real databases built by Alembic, a Flask app, and the services' addresses."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from webhook_app.db import Database
+from webhook_app.migrate import upgrade
+from webhook_app.queue import Enqueuer
+from webhook_app.settings import Settings, normalize_database_url
+
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    reason = f"{what} unreachable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason}, and REQUIRE_SERVICES=1")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's URL (psycopg 3 driver), or skip."""
+    url = normalize_database_url(POSTGRES_URL)
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as exc:
+        _unavailable(f"PostgreSQL at {make_url(url).host}", exc)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        client.ping()
+        client.flushdb()
+    except Exception as exc:
+        _unavailable("Redis", exc)
+    return REDIS_URL
+
+
+def create_postgres_database(server_url: str) -> str:
+    """A new, empty database on the server; dropped by drop_postgres_database."""
+    name = f"webhook_app_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_postgres_database(server_url: str, url: str) -> None:
+    name = make_url(url).database
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def new_database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A migrated, empty database of the given kind, removed at the end of the test(s)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'webhook_app.sqlite3'}"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        url = create_postgres_database(server)
+        request.addfinalizer(lambda: drop_postgres_database(server, url))
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return new_database_url(request.param, tmp_path_factory.mktemp(request.param), request)
+
+
+@pytest.fixture(scope="session")
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def session(database: Database) -> Iterator[Session]:
+    """A session whose work is rolled back after the test (commits become savepoints)."""
+    connection = database.engine.connect()
+    transaction = connection.begin()
+    session = Session(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    try:
+        yield session
+    finally:
+        session.close()
+        transaction.rollback()
+        connection.close()
+
+
+class RecordingEnqueuer(Enqueuer):
+    """Records the tasks the web side would send, instead of talking to a broker."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, tuple[Any, ...]]] = []
+
+    def send(self, name: str, *args: Any) -> bool:
+        self.sent.append((name, args))
+        return True
+
+    def check(self) -> str:
+        return "ok"
+
+
+TEST_SECRET = "test-callback-secret"
+TEST_TOKEN = "test-api-token"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=database_url,
+        public_base_url="http://testserver",
+        callback_secrets=(TEST_SECRET,),
+        api_tokens=(TEST_TOKEN,),
+    )
+
+
+@pytest.fixture
+def enqueuer() -> RecordingEnqueuer:
+    return RecordingEnqueuer()
+
+
+@pytest.fixture
+def app(settings: Settings, enqueuer: RecordingEnqueuer) -> Any:
+    from webhook_app.app import create_app
+
+    application = create_app(settings, enqueuer=enqueuer)
+    application.config["TESTING"] = True
+    yield application
+    application.extensions["webhook_app"].db.dispose()
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
+
+
+@pytest.fixture
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TEST_TOKEN}"}
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
+    # Lets fixtures see whether the test failed, to print the processes' logs.
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The whole system as real processes: on SQLite with the server-less broker, and on
+    PostgreSQL with Redis."""
+    from tests.stack import Stack
+
+    if request.param == "sqlite":
+        database = f"sqlite:///{tmp_path / 'webhook_app.sqlite3'}"
+        broker = f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        broker = request.getfixturevalue("redis_url")
+        database = create_postgres_database(server)
+        request.addfinalizer(lambda: drop_postgres_database(server, database))
+    running = Stack(tmp_path, database, broker, RECONCILE_INTERVAL="2")
+    running.kind = request.param  # type: ignore[attr-defined]
+    try:
+        yield running
+    finally:
+        running.stop_all()
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            print(running.logs())

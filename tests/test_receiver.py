@@ -1,0 +1,135 @@
+"""The callback receiver through HTTP (Flask's test client) on a real database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import TEST_SECRET, RecordingEnqueuer
+from tests.factories import envelope, generation
+from webhook_app.queue import ENRICH_JOB, REFRESH_JOB
+from webhook_app.tokens import callback_token
+
+
+@pytest.fixture
+def job(client: Any, auth: dict[str, str]) -> dict[str, Any]:
+    response = client.post("/api/v1/jobs", json={"prompt": "a red kite"}, headers=auth)
+    assert response.status_code == 202
+    return dict(response.get_json())
+
+
+def url(job_id: str, secret: str = TEST_SECRET) -> str:
+    return f"/callbacks/{job_id}/{callback_token(secret, job_id)}"
+
+
+def post(client: Any, job_id: str, body: bytes, content_type: str = "application/json") -> Any:
+    return client.post(url(job_id), data=body, content_type=content_type)
+
+
+def current(client: Any, auth: dict[str, str], job_id: str) -> dict[str, Any]:
+    return dict(client.get(f"/api/v1/jobs/{job_id}", headers=auth).get_json())
+
+
+def test_preview_then_final_completes_the_job(
+    client: Any, auth: dict[str, str], job: dict[str, Any], enqueuer: RecordingEnqueuer
+) -> None:
+    items = ["i1-" + job["id"], "i2-" + job["id"], "i3-" + job["id"], "i4-" + job["id"]]
+    preview = generation("preview", items=items)
+    assert post(client, job["id"], envelope(preview)).status_code == 200
+    assert current(client, auth, job["id"])["status"] == "processing"
+    response = post(client, job["id"], envelope(generation("final", preview["uuid"], items)))
+    assert response.status_code == 200 and response.get_json()["outcome"] == "applied"
+    state = current(client, auth, job["id"])
+    assert state["status"] == "completed"
+    assert [i["dp_item_id"] for i in state["items"]] == [900000, 900001, 900002, 900003]
+    assert all(i["preview_url"] for i in state["items"])
+    job_key = enqueuer.sent[-1][1][0]
+    assert enqueuer.sent[-1] == (ENRICH_JOB, (job_key,))
+
+
+def test_wrong_token_and_unknown_job_get_the_same_404(client: Any, job: dict[str, Any]) -> None:
+    body = envelope(generation("preview"))
+    wrong = client.post(f"/callbacks/{job['id']}/{'A' * 32}", data=body)
+    other_secret = client.post(url(job["id"], "another-secret"), data=body)
+    unknown_id = "00000000-0000-0000-0000-000000000000"
+    unknown = client.post(url(unknown_id), data=body)
+    garbage_id = client.post(url("../../etc"), data=body)
+    answers = {(r.status_code, r.get_data()) for r in (wrong, other_secret, unknown)}
+    assert len(answers) == 1 and wrong.status_code == 404
+    assert garbage_id.status_code == 404
+
+
+def test_forms_and_bare_bodies_are_understood(
+    client: Any, auth: dict[str, str], job: dict[str, Any]
+) -> None:
+    form = (
+        "type=success&data[uuid]=g-form&data[status]=processing&data[purchaseStatus]=deferred"
+        f"&data[items][0][uuid]=f1-{job['id']}&data[items][0][dpItemId]="
+        f"&data[items][0][previewUrl]=https%3A%2F%2Fexample.test%2Fp.png"
+    )
+    response = post(client, job["id"], form.encode(), "application/x-www-form-urlencoded")
+    assert response.status_code == 200, response.get_json()
+    state = current(client, auth, job["id"])
+    assert state["status"] == "processing"
+    assert state["items"][0]["preview_url"] == "https://example.test/p.png"
+    bare = generation("final", "g-form", [f"f1-{job['id']}"])
+    assert post(client, job["id"], json.dumps(bare).encode()).status_code == 200
+    assert current(client, auth, job["id"])["status"] == "completed"
+
+
+def test_unparseable_body_is_kept_leaves_job_and_queues_a_confirmation(
+    client: Any, auth: dict[str, str], job: dict[str, Any], enqueuer: RecordingEnqueuer
+) -> None:
+    before = current(client, auth, job["id"])
+    response = post(client, job["id"], b'{"type": "success", "data": ', "application/json")
+    assert response.status_code == 202
+    assert response.get_json()["outcome"] == "unparseable"
+    after = current(client, auth, job["id"])
+    assert after["status"] == before["status"] and after["items"] == before["items"]
+    deliveries = client.get(f"/api/v1/jobs/{job['id']}/deliveries", headers=auth).get_json()
+    assert deliveries["deliveries"][0]["body"] == '{"type": "success", "data": '
+    assert deliveries["deliveries"][0]["outcome"] == "unparseable"
+    assert enqueuer.sent[-1][0] == REFRESH_JOB
+
+
+def test_duplicates_are_counted_once_and_change_nothing(
+    client: Any, auth: dict[str, str], job: dict[str, Any], enqueuer: RecordingEnqueuer
+) -> None:
+    body = envelope(generation("preview"))
+    first = post(client, job["id"], body).get_json()
+    sent_before = len(enqueuer.sent)
+    second = post(client, job["id"], body).get_json()
+    assert (first["duplicate"], second["duplicate"]) == (False, True)
+    assert len(enqueuer.sent) == sent_before
+    deliveries = client.get(f"/api/v1/jobs/{job['id']}/deliveries", headers=auth).get_json()
+    assert [d["received_count"] for d in deliveries["deliveries"]] == [2]
+    events = client.get(f"/api/v1/jobs/{job['id']}/events", headers=auth).get_json()["events"]
+    assert [e["to"] for e in events] == ["queued", "processing"]
+
+
+def test_other_generation_is_refused_with_409(
+    client: Any, auth: dict[str, str], job: dict[str, Any]
+) -> None:
+    post(client, job["id"], envelope(generation("preview")))
+    response = post(client, job["id"], envelope(generation("final")))
+    assert response.status_code == 409
+    assert current(client, auth, job["id"])["status"] == "processing"
+
+
+def test_oversized_body_gets_413(client: Any, job: dict[str, Any]) -> None:
+    response = post(client, job["id"], b"{" + b" " * (1024 * 1024) + b"}")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "request_entity_too_large"
+
+
+def test_failure_envelope_is_kept_and_confirmed(
+    client: Any, auth: dict[str, str], job: dict[str, Any], enqueuer: RecordingEnqueuer
+) -> None:
+    body = json.dumps({"type": "failure", "error": {"errorcode": 500, "errormsg": "boom"}})
+    response = post(client, job["id"], body.encode())
+    assert response.status_code == 202
+    assert response.get_json()["outcome"] == "upstream_failure"
+    assert current(client, auth, job["id"])["status"] == "queued"
+    assert enqueuer.sent[-1][0] == REFRESH_JOB
