@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def sandbox(host: str, port: int | None) -> None:
     from webhook_app.sandbox import serve as serve_sandbox
     from webhook_app.settings import SANDBOX_PORT
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         knobs = knobs_from_env(os.environ)
     except ValueError as exc:
