@@ -52,10 +52,12 @@ def unwrap_envelope(payload: Mapping[str, Any]) -> Mapping[str, Any]:
         error = payload.get("error")
         raise ReportedFailure(error if isinstance(error, Mapping) else {})
     data = payload.get("data")
-    if kind == "success" or ("data" in payload and "uuid" not in payload):
-        if not isinstance(data, Mapping):
+    if kind == "success" or "uuid" not in payload:
+        if isinstance(data, Mapping):
+            return data
+        if "uuid" not in payload:
             raise PayloadError("envelope has no data object")
-        return data
+    # Bare, or a success envelope with its fields at the top level (as login answers).
     return payload
 
 
@@ -113,6 +115,6 @@ def _lists_from_indexes(node: Any) -> Any:
         return None if node == "" else node
     converted = {key: _lists_from_indexes(value) for key, value in node.items()}
     keys = list(converted)
-    if keys and all(key.isdigit() for key in keys):
+    if keys and all(key.isascii() and key.isdigit() for key in keys):
         return [converted[key] for key in sorted(keys, key=int)]
     return converted

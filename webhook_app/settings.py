@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{name} must be a finite number, got {raw!r}")
     if value < 0:
         raise SettingsError(f"{name} must not be negative")
     return value
@@ -109,8 +112,14 @@ class Settings:
                 return DEV_DEFAULTS[name]
             raise SettingsError(f"{name} must be set when APP_ENV={environment}")
 
-        callback_secrets = _split(required("CALLBACK_SECRET"))
-        api_tokens = _split(required("API_TOKENS"))
+        def listed(name: str) -> tuple[str, ...]:
+            values = _split(required(name))
+            if not values:
+                raise SettingsError(f"{name} must hold at least one non-empty entry")
+            return values
+
+        callback_secrets = listed("CALLBACK_SECRET")
+        api_tokens = listed("API_TOKENS")
         public_base_url = required("PUBLIC_BASE_URL").rstrip("/")
         if not public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL must start with http:// or https://")
@@ -148,6 +157,8 @@ class Settings:
             port = int(env.get("PORT") or 8000)
         except ValueError:
             raise SettingsError("PORT must be an integer") from None
+        if not 0 < port < 65536:
+            raise SettingsError("PORT must be between 1 and 65535")
 
         return cls(
             environment=environment,

@@ -117,7 +117,11 @@ class MemorySessionStore:
 
 def _failure(error: Mapping[str, Any]) -> UpstreamError:
     code = error.get("errorcode")
-    code = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+    code = (
+        int(code)
+        if isinstance(code, int | str) and str(code).isascii() and str(code).isdigit()
+        else None
+    )
     message = str(error.get("errormsg") or "upstream reported a failure")[:500]
     exception = str(error.get("exception") or "") or None
     name = (exception or "").lower()
@@ -257,7 +261,25 @@ class DepositphotosClient:
             answer = response.json()
         except ValueError:
             raise OutcomeUnknown(f"{command}: answer is not JSON") from None
-        return unwrap(answer)
+        try:
+            return unwrap(answer)
+        except UpstreamError as exc:
+            # The upstream's own message may echo a parameter back; never repeat a secret.
+            exc.message = self._redact(exc.message)
+            exc.args = (exc.message,)
+            raise
+
+    def _redact(self, text: str) -> str:
+        cached = self._sessions.load()
+        for secret in (
+            self._api_key,
+            self._login_user,
+            self._login_password,
+            cached.session_id if cached else None,
+        ):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "[redacted]")
+        return text
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:

@@ -83,7 +83,7 @@ def _item_id(value: Any) -> int | None:
         return None
     if isinstance(value, bool):
         raise PayloadError("dpItemId is not an integer")
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+    if isinstance(value, int) or (isinstance(value, str) and value.isascii() and value.isdigit()):
         number = int(value)
         if 0 < number < 2**63:
             return number
@@ -124,7 +124,11 @@ def media_data(
 
     def number(key: str) -> int | None:
         value = data.get(key)
-        return int(value) if isinstance(value, int | str) and str(value).isdigit() else None
+        return (
+            int(value)
+            if isinstance(value, int | str) and str(value).isascii() and str(value).isdigit()
+            else None
+        )
 
     kind = data.get("type")
     return number("width"), number("height"), str(kind)[:32] if kind is not None else None

@@ -1,0 +1,263 @@
+"""Settings.from_env: development defaults, production refusals, URL and number parsing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from webhook_app.settings import (
+    DEFAULT_DP_API_URL,
+    Settings,
+    SettingsError,
+    normalize_database_url,
+)
+
+PRODUCTION = {
+    "APP_ENV": "production",
+    "CALLBACK_SECRET": "callback-secret-prod",
+    "API_TOKENS": "token-prod",
+    "PUBLIC_BASE_URL": "https://images.example.com",
+    "DP_API_KEY": "dp-key",
+    "DP_LOGIN_USER": "dp-user",
+    "DP_LOGIN_PASSWORD": "dp-password",
+    "DATABASE_URL": "postgres://app:pw@db.internal:5432/app",
+    "CELERY_BROKER_URL": "redis://redis.internal:6379/0",
+}
+NUMBERS = {
+    "DP_TIMEOUT": "upstream_timeout",
+    "CALLBACK_OVERDUE_AFTER": "callback_overdue_after",
+    "MAX_POLL_INTERVAL": "max_poll_interval",
+    "JOB_DEADLINE": "job_deadline",
+    "SUBMISSION_STALE_AFTER": "submission_stale_after",
+    "RECONCILE_INTERVAL": "reconcile_interval",
+    "SUBMIT_MAX_RETRIES": "submit_max_retries",
+}
+
+
+def production(**changes: str | None) -> dict[str, str]:
+    env = dict(PRODUCTION)
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def test_development_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings == dataclasses.replace(
+        Settings(),
+        database_url=f"sqlite:///{tmp_path}/var/webhook_app.sqlite3",
+        broker_url=f"sqla+sqlite:///{tmp_path}/var/celery-broker.sqlite3",
+    )
+    assert settings.is_development
+    assert settings.dev_defaults_used == ("CALLBACK_SECRET", "API_TOKENS", "PUBLIC_BASE_URL")
+    assert settings.callback_secrets == ("dev-callback-secret",)
+    assert settings.api_tokens == ("dev-token",)
+    assert settings.public_base_url == "http://127.0.0.1:8000"
+    assert settings.uses_sandbox
+    assert (settings.dp_api_url, settings.dp_api_key) == ("http://127.0.0.1:8001", "sandbox")
+    assert (settings.dp_login_user, settings.dp_login_password) == ("sandbox", "sandbox")
+    assert settings.recheck_after.total_seconds() == 120.0
+    assert settings.deadline.total_seconds() == 3600.0
+
+
+def test_only_the_missing_variables_are_reported_as_dev_defaults() -> None:
+    settings = Settings.from_env({"CALLBACK_SECRET": "mine", "API_TOKENS": "  "})
+    assert settings.callback_secrets == ("mine",)
+    assert settings.dev_defaults_used == ("API_TOKENS", "PUBLIC_BASE_URL")
+
+
+def test_the_test_environment_is_relaxed_too() -> None:
+    settings = Settings.from_env({"APP_ENV": "test"})
+    assert settings.environment == "test"
+    assert not settings.is_development
+    assert settings.dev_defaults_used == ("CALLBACK_SECRET", "API_TOKENS", "PUBLIC_BASE_URL")
+
+
+def test_blank_app_env_means_development() -> None:
+    assert Settings.from_env({"APP_ENV": "  "}).environment == "development"
+
+
+@pytest.mark.parametrize("value", ["prod", "Production", "staging"])
+def test_unknown_app_env_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="APP_ENV"):
+        Settings.from_env({"APP_ENV": value})
+
+
+def test_os_environ_is_read_when_no_mapping_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "test")
+    monkeypatch.setenv("CALLBACK_SECRET", "from-os-environ")
+    settings = Settings.from_env()
+    assert settings.environment == "test"
+    assert settings.callback_secrets == ("from-os-environ",)
+
+
+def test_complete_production_settings() -> None:
+    settings = Settings.from_env(PRODUCTION)
+    assert settings.environment == "production"
+    assert settings.dev_defaults_used == ()
+    assert not settings.uses_sandbox
+    assert settings.dp_api_url == DEFAULT_DP_API_URL
+    assert (settings.dp_api_key, settings.dp_login_user, settings.dp_login_password) == (
+        "dp-key",
+        "dp-user",
+        "dp-password",
+    )
+    assert settings.database_url == "postgresql+psycopg://app:pw@db.internal:5432/app"
+    assert settings.broker_url == "redis://redis.internal:6379/0"
+    assert settings.public_base_url == "https://images.example.com"
+
+
+@pytest.mark.parametrize("name", ["CALLBACK_SECRET", "API_TOKENS", "PUBLIC_BASE_URL", "DP_API_KEY"])
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_production_refuses_a_missing_secret(name: str, value: str | None) -> None:
+    with pytest.raises(SettingsError, match=f"{name} must be set when APP_ENV=production"):
+        Settings.from_env(production(**{name: value}))
+
+
+@pytest.mark.parametrize("name", ["DP_LOGIN_USER", "DP_LOGIN_PASSWORD"])
+@pytest.mark.parametrize("environment", ["production", "development"])
+def test_a_real_api_key_needs_the_login(name: str, environment: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name} must be set when DP_API_KEY is set"):
+        Settings.from_env(production(APP_ENV=environment, **{name: None}))
+
+
+@pytest.mark.parametrize("name", ["CALLBACK_SECRET", "API_TOKENS"])
+def test_production_refuses_a_list_with_no_entries(name: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(production(**{name: " , ,"}))
+
+
+def test_sandbox_settings_follow_the_environment() -> None:
+    settings = Settings.from_env(
+        {"DP_API_URL": "http://127.0.0.1:9001/", "DP_LOGIN_USER": "u", "DP_LOGIN_PASSWORD": "p"}
+    )
+    assert settings.uses_sandbox
+    assert (settings.dp_api_url, settings.dp_api_key) == ("http://127.0.0.1:9001", "sandbox")
+    assert (settings.dp_login_user, settings.dp_login_password) == ("u", "p")
+
+
+def test_production_api_url_can_be_overridden_and_loses_its_slash() -> None:
+    settings = Settings.from_env(production(DP_API_URL="https://api.example.net/"))
+    assert settings.dp_api_url == "https://api.example.net"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@h:5432/db", "postgresql+psycopg://u:p@h:5432/db"),
+        ("postgresql://u:p@h/db?sslmode=require", "postgresql+psycopg://u:p@h/db?sslmode=require"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("sqlite:////tmp/app.sqlite3", "sqlite:////tmp/app.sqlite3"),
+        ("mysql://u@h/postgres://x", "mysql://u@h/postgres://x"),
+    ],
+)
+def test_normalize_database_url(url: str, expected: str) -> None:
+    assert normalize_database_url(url) == expected
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_database_url_from_the_environment_gets_the_psycopg_driver(scheme: str) -> None:
+    settings = Settings.from_env({"DATABASE_URL": f"{scheme}://app@db/app"})
+    assert settings.database_url == "postgresql+psycopg://app@db/app"
+
+
+def test_secret_and_token_lists_are_split_on_commas() -> None:
+    settings = Settings.from_env(
+        production(CALLBACK_SECRET=" newest , older,,oldest ", API_TOKENS="tok-a,tok-b , ")
+    )
+    assert settings.callback_secrets == ("newest", "older", "oldest")
+    assert settings.api_tokens == ("tok-a", "tok-b")
+
+
+def test_public_base_url_loses_its_trailing_slash() -> None:
+    settings = Settings.from_env(production(PUBLIC_BASE_URL="https://images.example.com/"))
+    assert settings.public_base_url == "https://images.example.com"
+
+
+@pytest.mark.parametrize("url", ["images.example.com", "ftp://images.example.com"])
+def test_public_base_url_must_be_http(url: str) -> None:
+    with pytest.raises(SettingsError, match="PUBLIC_BASE_URL"):
+        Settings.from_env(production(PUBLIC_BASE_URL=url))
+
+
+def test_numbers_are_read() -> None:
+    env = {name: str(index + 2.5) for index, name in enumerate(NUMBERS)}
+    env["SUBMIT_MAX_RETRIES"] = "3"
+    env["PORT"] = "9000"
+    settings = Settings.from_env(env)
+    for index, (name, attribute) in enumerate(NUMBERS.items()):
+        expected = 3 if name == "SUBMIT_MAX_RETRIES" else index + 2.5
+        assert getattr(settings, attribute) == expected
+    assert settings.port == 9000
+    assert isinstance(settings.submit_max_retries, int)
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+@pytest.mark.parametrize("value", ["abc", "1,5", "10s"])
+def test_a_number_that_is_not_one_is_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name} must be a number, got '{value}'"):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+def test_a_negative_number_is_refused_by_name(name: str) -> None:
+    with pytest.raises(SettingsError, match=f"{name} must not be negative"):
+        Settings.from_env({name: "-1"})
+
+
+@pytest.mark.parametrize("value", ["http", "80.5", "8000x"])
+def test_a_port_that_is_not_an_integer_is_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="PORT must be an integer"):
+        Settings.from_env({"PORT": value})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DP_TIMEOUT", "nan"),
+        ("RECONCILE_INTERVAL", "nan"),
+        ("SUBMIT_MAX_RETRIES", "nan"),
+        ("SUBMIT_MAX_RETRIES", "inf"),
+        ("PORT", "-5"),
+        ("PORT", "70000"),
+    ],
+)
+def test_a_number_outside_its_range_is_refused_by_name(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "rediss://:pw@cache.example.com:6380/1",
+        "amqp://guest:guest@localhost:5672//",
+        "amqps://mq.example.com//",
+        "sqla+sqlite:////tmp/broker.sqlite3",
+        "sqla+postgresql://u@h/db",
+    ],
+)
+def test_supported_broker_urls_are_kept(url: str) -> None:
+    assert Settings.from_env({"CELERY_BROKER_URL": url}).broker_url == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:6379", "memory://", "redis", "sqlite:///broker.db", "REDIS://x"]
+)
+def test_other_broker_urls_are_refused(url: str) -> None:
+    with pytest.raises(SettingsError, match="CELERY_BROKER_URL"):
+        Settings.from_env({"CELERY_BROKER_URL": url})
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
