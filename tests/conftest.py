@@ -51,7 +51,6 @@ def redis_url() -> str:
     try:
         client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
         client.ping()
-        client.flushdb()
     except Exception as exc:
         _unavailable("Redis", exc)
     return REDIS_URL

@@ -59,6 +59,8 @@ class Stack:
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.web_port}",
             "CALLBACK_SECRET": secrets.token_urlsafe(24),
             "API_TOKENS": self.token,
+            # Its own queue, so stacks that share a Redis never take each other's tasks.
+            "CELERY_QUEUE": f"test-{secrets.token_hex(6)}",
             "PYTHONUNBUFFERED": "1",
             **env,
         }

@@ -41,7 +41,11 @@ def test_a_job_completes_through_http_cli_and_celery(stack: Stack) -> None:
     assert refused.value.status == 422 and refused.value.field == "prompt"
 
     broker = Celery(broker=stack.env["CELERY_BROKER_URL"])
-    broker.send_task(CREATE_JOB, kwargs={"prompt": "from another service", "medium": "art"})
+    broker.send_task(
+        CREATE_JOB,
+        kwargs={"prompt": "from another service", "medium": "art"},
+        queue=stack.env["CELERY_QUEUE"],
+    )
 
     cli = stack.cli(
         "submit",

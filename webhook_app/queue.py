@@ -50,6 +50,7 @@ def make_celery(settings: Settings) -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
+        task_default_queue=settings.queue,
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval},
         },

@@ -56,6 +56,7 @@ class Settings:
     environment: str = "development"
     database_url: str = "sqlite:///var/webhook_app.sqlite3"
     broker_url: str = "sqla+sqlite:///var/celery-broker.sqlite3"
+    queue: str = "celery"
     dp_api_url: str = f"http://127.0.0.1:{SANDBOX_PORT}"
     dp_api_key: str = "sandbox"
     dp_login_user: str = "sandbox"
@@ -164,6 +165,7 @@ class Settings:
             environment=environment,
             database_url=database_url,
             broker_url=broker_url,
+            queue=env.get("CELERY_QUEUE", "").strip() or "celery",
             dp_api_url=dp_api_url.rstrip("/"),
             dp_api_key=dp_api_key,
             dp_login_user=login_user,
