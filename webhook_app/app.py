@@ -38,10 +38,11 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_callback_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    enqueuer = enqueuer or Enqueuer(make_celery(settings))
     app.extensions["webhook_app"] = Services(
         settings=settings,
-        db=Database(settings.database_url),
-        enqueuer=enqueuer or Enqueuer(make_celery(settings)),
+        db=Database(settings.database_url, sender=enqueuer),
+        enqueuer=enqueuer,
     )
 
     from webhook_app.web import api, health, receiver

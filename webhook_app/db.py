@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -51,18 +51,36 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-class Database:
-    """An engine and its session factory."""
+class Sender(Protocol):
+    def send(self, name: str, *args: Any) -> bool: ...
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+
+def after_commit(session: Session, task: str, *args: Any) -> None:
+    """Ask for a task to be sent once this session's transaction has committed.
+
+    Services call this instead of enqueueing, so a task never runs before the change that
+    caused it is visible, and a rolled-back change sends nothing.
+    """
+    session.info.setdefault("after_commit", []).append((task, args))
+
+
+class Database:
+    """An engine, its session factory, and where follow-up tasks go after a commit."""
+
+    def __init__(self, url: str, *, pool_size: int = 5, sender: Sender | None = None) -> None:
         self.engine = make_engine(url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sender = sender
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One session, one transaction: committed on success, rolled back on error."""
         with self.sessions.begin() as session:
             yield session
+        follow_ups = session.info.pop("after_commit", [])
+        if self.sender is not None:
+            for task, args in follow_ups:
+                self.sender.send(task, *args)
 
     def dispose(self) -> None:
         self.engine.dispose()

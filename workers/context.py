@@ -34,7 +34,8 @@ def context() -> WorkerContext:
     global _context
     if _context is None:
         settings = Settings.from_env()
-        db = Database(settings.database_url, pool_size=2)
+        enqueuer = Enqueuer(current_app)
+        db = Database(settings.database_url, pool_size=2, sender=enqueuer)
         client = DepositphotosClient(
             base_url=settings.dp_api_url,
             api_key=settings.dp_api_key,
@@ -44,7 +45,7 @@ def context() -> WorkerContext:
             timeout=settings.upstream_timeout,
             session_max_age=settings.upstream_session_max_age,
         )
-        _context = WorkerContext(settings, db, client, Enqueuer(current_app))
+        _context = WorkerContext(settings, db, client, enqueuer)
     return _context
 
 

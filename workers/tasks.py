@@ -57,7 +57,7 @@ def create_job(
         }
     )
     with ctx.db.transaction() as session:
-        job, created = jobs.create_job(
+        job, _ = jobs.create_job(
             session,
             request,
             now=ctx.now(),
@@ -65,10 +65,7 @@ def create_job(
             idempotency_key=idempotency_key,
             source="task",
         )
-        job_id, public_id = job.id, job.public_id
-    if created:
-        ctx.enqueuer.send(SUBMIT_JOB, job_id)
-    return public_id
+        return job.public_id
 
 
 @shared_task(name=SUBMIT_JOB, bind=True, max_retries=None)
@@ -109,11 +106,9 @@ def submit_job(self: Task, job_id: int) -> None:
         log.warning("job %s: submission outcome unknown (%s)", claim.public_id, exc.kind)
         return
     with ctx.db.transaction() as session:
-        applied = submission.accept(
+        submission.accept(
             session, job_id, report, now=ctx.now(), recheck_after=ctx.settings.recheck_after
         )
-    if applied and applied.completed:
-        ctx.enqueuer.send(ENRICH_JOB, job_id)
 
 
 @shared_task(name=REFRESH_JOB, bind=True, max_retries=5)
@@ -133,7 +128,7 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
         job = jobs.lock_job(session, job_id=job_id)
         if job is None:
             return
-        applied = apply_report(
+        apply_report(
             session,
             job,
             report,
@@ -141,8 +136,6 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
             now=ctx.now(),
             recheck_after=ctx.settings.recheck_after,
         )
-    if applied.completed:
-        ctx.enqueuer.send(ENRICH_JOB, job_id)
 
 
 @shared_task(name=ENRICH_JOB, bind=True, max_retries=5)

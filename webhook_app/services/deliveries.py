@@ -11,11 +11,13 @@ from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import read_generation
 from webhook_app.models import Delivery, Job
 from webhook_app.payloads import PayloadError, ReportedFailure, decode_body, unwrap_envelope
+from webhook_app.queue import REFRESH_JOB
 from webhook_app.services.jobs import lock_job
-from webhook_app.services.progress import Applied, Outcome, apply_report
+from webhook_app.services.progress import NEEDS_CONFIRMATION, Applied, Outcome, apply_report
 
 # Only these request headers are kept: enough to tell senders and encodings apart.
 KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "x-request-id")
@@ -49,6 +51,8 @@ def receive_delivery(
         return None
     applied = _apply(session, job, arrival, now=now, recheck_after=recheck_after)
     count = keep_delivery(session, job, arrival, applied, now=now)
+    if count == 1 and applied.outcome in NEEDS_CONFIRMATION:
+        after_commit(session, REFRESH_JOB, job.id)
     return Received(
         job=job,
         outcome=applied.outcome,
@@ -115,6 +119,7 @@ def keep_unapplied(
     job = lock_job(session, public_id=public_id)
     if job is not None:
         keep_delivery(session, job, arrival, Applied(Outcome.ERROR, detail=detail), now=now)
+        after_commit(session, REFRESH_JOB, job.id)
     return job
 
 

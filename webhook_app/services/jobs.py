@@ -13,8 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.models import Delivery, Event, Job
+from webhook_app.queue import SUBMIT_JOB
 from webhook_app.states import JobStatus
 
 MAX_METADATA_BYTES = 8192
@@ -115,6 +117,7 @@ def create_job(
             raise IdempotencyConflict(idempotency_key) from None
         return existing, False
     session.add(Event(job_id=job.id, at=now, source=source, from_status=None, to_status=job.status))
+    after_commit(session, SUBMIT_JOB, job.id)
     return job, True
 
 

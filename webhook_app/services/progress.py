@@ -9,7 +9,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from webhook_app.db import after_commit
 from webhook_app.models import Event, Job, JobItem
+from webhook_app.queue import ENRICH_JOB
 from webhook_app.reports import Report
 from webhook_app.states import FINAL, JobStatus, can_move, rank
 
@@ -63,6 +65,8 @@ def move(
         job.finished_at = now
     if target in FINAL:
         job.next_check_at = None
+    if target is JobStatus.COMPLETED:
+        after_commit(session, ENRICH_JOB, job.id)
     return True
 
 

@@ -11,7 +11,7 @@ from flask import Blueprint, jsonify, request
 
 from webhook_app.app import error_body, services
 from webhook_app.models import Job, utcnow
-from webhook_app.queue import REFRESH_JOB, SUBMIT_JOB
+from webhook_app.queue import REFRESH_JOB
 from webhook_app.services import jobs
 from webhook_app.states import JobStatus
 from webhook_app.tokens import matches_any
@@ -80,8 +80,6 @@ def create_job() -> Any:
     except jobs.IdempotencyConflict:
         message = "was already used for a different request"
         return jsonify(error_body("idempotency_conflict", f"Idempotency-Key {message}")), 409
-    if created:
-        svc.enqueuer.send(SUBMIT_JOB, job.id)
     headers = {"Location": body["links"]["self"]}
     if not created:
         headers["Idempotent-Replayed"] = "true"

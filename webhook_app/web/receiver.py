@@ -18,7 +18,6 @@ from sqlalchemy.exc import DBAPIError
 
 from webhook_app.app import error_body, services
 from webhook_app.models import utcnow
-from webhook_app.queue import ENRICH_JOB, REFRESH_JOB
 from webhook_app.services.deliveries import Arrival, Received, keep_unapplied, receive_delivery
 from webhook_app.services.progress import NEEDS_CONFIRMATION, Outcome
 from webhook_app.tokens import verify_callback_token
@@ -59,19 +58,7 @@ def receive(job_id: str, token: str) -> Any:
         received = Received(job, Outcome.ERROR, duplicate=False, completed=False)
     if received is None:
         return jsonify(NOT_FOUND), 404
-    _follow_up(received)
     return jsonify(_answer(received)), _status(received)
-
-
-def _follow_up(received: Received) -> None:
-    """Queue work only after the commit, so a task never finds the job unchanged."""
-    enqueuer = services().enqueuer
-    if received.duplicate:
-        return
-    if received.completed:
-        enqueuer.send(ENRICH_JOB, received.job.id)
-    if received.outcome in NEEDS_CONFIRMATION:
-        enqueuer.send(REFRESH_JOB, received.job.id)
 
 
 def _answer(received: Received) -> dict[str, Any]:
