@@ -285,3 +285,32 @@ def show_job(job_id: str, events: bool, url: str | None, token: str | None) -> N
     if events:
         job["events"] = _api_call(lambda: client.events(job_id))
     click.echo(json.dumps(job, indent=2))
+
+
+@main.command("refresh")
+@click.argument("job_id")
+@with_connection
+def refresh_job(job_id: str, url: str | None, token: str | None) -> None:
+    """Ask the upstream about a job now."""
+    client = _client(url, token)
+    click.echo(_summary(_api_call(lambda: client.act(job_id, "refresh"))))
+
+
+@main.command("retry")
+@click.argument("job_id")
+@with_connection
+def retry_job(job_id: str, url: str | None, token: str | None) -> None:
+    """Submit a failed or timed-out job's request again, as a new linked job."""
+    client = _client(url, token)
+    click.echo(_summary(_api_call(lambda: client.act(job_id, "retry"))))
+
+
+@main.command("cancel")
+@click.argument("job_id")
+@click.option("--reason", default=None)
+@with_connection
+def cancel_job(job_id: str, reason: str | None, url: str | None, token: str | None) -> None:
+    """Fail a job that the upstream has not accepted."""
+    client = _client(url, token)
+    body = {"reason": reason} if reason else {}
+    click.echo(_summary(_api_call(lambda: client.act(job_id, "cancel", **body))))

@@ -90,6 +90,13 @@ class Client:
     def deliveries(self, job_id: str) -> list[dict[str, Any]]:
         return list(self._request("GET", f"/api/v1/jobs/{job_id}/deliveries")["deliveries"])
 
+    def act(self, job_id: str, action: str, **body: Any) -> dict[str, Any]:
+        """An operator action: refresh, retry or cancel."""
+        result: dict[str, Any] = self._request(
+            "POST", f"/api/v1/jobs/{job_id}/{action}", json=body or None
+        )
+        return result
+
     def wait(self, job_id: str, *, timeout: float = 300, interval: float = 1.0) -> dict[str, Any]:
         """Poll until the job is terminal or the timeout passes; return its last state."""
         deadline = time.monotonic() + timeout

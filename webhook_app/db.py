@@ -21,13 +21,14 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         _serialize_sqlite_writers(engine)
         return engine
-    connect_args: dict[str, Any] = {"connect_timeout": 3}
+    # Fail fast when the database is away: the receiver must answer 503 quickly, not hang.
+    connect_args: dict[str, Any] = {"connect_timeout": 1}
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        pool_timeout=2,
+        pool_timeout=1,
         connect_args=connect_args,
     )
 

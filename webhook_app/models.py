@@ -90,8 +90,10 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     polls: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[dict[str, Any] | None]
+    # Set on a job an operator created by retrying another.
+    retry_of_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     submitted_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     deadline_at: Mapped[datetime]
@@ -100,6 +102,7 @@ class Job(Base):
     items: Mapped[list[JobItem]] = relationship(
         back_populates="job", order_by="JobItem.position", lazy="selectin"
     )
+    retry_of: Mapped[Job | None] = relationship(remote_side=[id])
 
     __table_args__ = (
         Index("ix_jobs_status_id", "status", "id"),

@@ -74,6 +74,9 @@ class Settings:
     job_deadline: float = 3600.0
     # A submission claimed this long ago with no answer recorded is treated as outcome unknown.
     submission_stale_after: float = 300.0
+    # A queued job whose submission task has not run by then is enqueued again (harmless:
+    # a submission is claimed in the database before it is sent).
+    resubmit_queued_after: float = 60.0
     reconcile_interval: float = 30.0
     submit_max_retries: int = 8
     max_callback_bytes: int = 1024 * 1024
@@ -180,6 +183,7 @@ class Settings:
             max_poll_interval=_number(env, "MAX_POLL_INTERVAL", 900.0),
             job_deadline=_number(env, "JOB_DEADLINE", 3600.0),
             submission_stale_after=_number(env, "SUBMISSION_STALE_AFTER", 300.0),
+            resubmit_queued_after=_number(env, "RESUBMIT_QUEUED_AFTER", 60.0),
             reconcile_interval=_number(env, "RECONCILE_INTERVAL", 30.0),
             submit_max_retries=int(_number(env, "SUBMIT_MAX_RETRIES", 8)),
             dev_defaults_used=tuple(used_defaults),

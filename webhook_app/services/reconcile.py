@@ -24,6 +24,8 @@ class Schedule:
     max_poll_interval: timedelta
     stale_submission: timedelta
     resubmit_queued_after: timedelta = timedelta(seconds=60)
+    # A timed-out job is still polled (slowly) this long after its deadline.
+    keep_polling_timed_out: timedelta = timedelta(days=1)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Schedule:
@@ -31,11 +33,12 @@ class Schedule:
             overdue_after=settings.recheck_after,
             max_poll_interval=timedelta(seconds=settings.max_poll_interval),
             stale_submission=timedelta(seconds=settings.submission_stale_after),
+            resubmit_queued_after=timedelta(seconds=settings.resubmit_queued_after),
         )
 
     def poll_interval(self, polls: int) -> timedelta:
         """Exponential per job: each unanswered poll doubles the wait, up to the cap."""
-        return min(self.max_poll_interval, self.overdue_after * (2 ** min(polls, 16)))
+        return min(self.max_poll_interval, self.overdue_after * 2 ** min(polls + 1, 16))
 
 
 @dataclass
@@ -101,6 +104,8 @@ def plan_reconciliation(session: Session, *, now: datetime, schedule: Schedule) 
             Job.status.in_([s.value for s in UPSTREAM_HOLDS]),
             Job.generation_uuid.is_not(None),
             Job.next_check_at <= now,
+            (Job.status != JobStatus.TIMED_OUT.value)
+            | (Job.deadline_at > now - schedule.keep_polling_timed_out),
         )
         .order_by(Job.next_check_at)
         .limit(BATCH)

@@ -11,8 +11,7 @@ from flask import Blueprint, jsonify, request
 
 from webhook_app.app import error_body, services
 from webhook_app.models import Job, utcnow
-from webhook_app.queue import REFRESH_JOB
-from webhook_app.services import jobs
+from webhook_app.services import jobs, operator
 from webhook_app.states import JobStatus
 from webhook_app.tokens import matches_any
 from webhook_app.web.serialize import delivery_json, event_json, job_json
@@ -137,11 +136,34 @@ def job_events(session: Any, job: Job) -> Any:
     return jsonify({"events": [event_json(e) for e in jobs.events_of(session, job)]})
 
 
+def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> Any:
+    svc = services()
+    try:
+        with svc.db.transaction() as session:
+            job = action(session, job_id[:64], now=utcnow(), **kwargs)
+            body = job_json(job)
+    except LookupError:
+        return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
+    except operator.NotAllowed as exc:
+        return jsonify(error_body("not_allowed", str(exc))), 409
+    return jsonify(body), 202, {"Location": body["links"]["self"]}
+
+
 @blueprint.post("/jobs/<job_id>/refresh")
-@_found
-def refresh_job(session: Any, job: Job) -> Any:
-    if job.generation_uuid is None:
-        message = "the job has no upstream generation to ask about yet"
-        return jsonify(error_body("not_submitted", message)), 409
-    services().enqueuer.send(REFRESH_JOB, job.id)
-    return jsonify({"queued": True, "job": job_json(job)}), 202
+def refresh_job(job_id: str) -> Any:
+    """Poll the upstream now (202 with the job as it stands)."""
+    return _operator_action(operator.refresh, job_id)
+
+
+@blueprint.post("/jobs/<job_id>/retry")
+def retry_job(job_id: str) -> Any:
+    """Submit a failed or timed-out job's request again (202 with the new job)."""
+    return _operator_action(operator.retry, job_id, deadline=services().settings.deadline)
+
+
+@blueprint.post("/jobs/<job_id>/cancel")
+def cancel_job(job_id: str) -> Any:
+    """Fail a job the upstream has not accepted (202 with the job)."""
+    payload = request.get_json(silent=True)
+    reason = payload.get("reason") if isinstance(payload, dict) else None
+    return _operator_action(operator.cancel, job_id, reason=str(reason) if reason else None)

@@ -29,6 +29,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "submission": job.submission,
         "attempts": job.attempts,
         "last_error": job.last_error,
+        "retry_of": job.retry_of.public_id if job.retry_of_id and job.retry_of else None,
         "items": [item_json(item) for item in job.items],
         "created_at": _time(job.created_at),
         "updated_at": _time(job.updated_at),
