@@ -176,13 +176,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
     return report
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
-    """The whole system as real processes: on SQLite with the server-less broker, and on
-    PostgreSQL with Redis."""
+def _stack(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Iterator[Any]:
     from tests.stack import Stack
 
-    if request.param == "sqlite":
+    if kind == "sqlite":
         database = f"sqlite:///{tmp_path / 'webhook_app.sqlite3'}"
         broker = f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
     else:
@@ -191,7 +188,10 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         database = create_postgres_database(server)
         request.addfinalizer(lambda: drop_postgres_database(server, database))
     running = Stack(tmp_path, database, broker, RECONCILE_INTERVAL="2")
-    running.kind = request.param  # type: ignore[attr-defined]
+    running.kind = kind
+    running.postgres_server = (
+        request.getfixturevalue("postgres_server") if kind != "sqlite" else None
+    )
     try:
         yield running
     finally:
@@ -199,3 +199,16 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
         report = getattr(request.node, "report_call", None)
         if report is not None and report.failed:
             print(running.logs())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The whole system as real processes: on SQLite with the server-less broker, and on
+    PostgreSQL with Redis."""
+    yield from _stack(request, tmp_path, request.param)
+
+
+@pytest.fixture
+def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The production shape only: PostgreSQL and Redis."""
+    yield from _stack(request, tmp_path, "postgres")

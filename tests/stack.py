@@ -66,6 +66,8 @@ class Stack:
         }
         self.env.pop("DP_API_KEY", None)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.kind = "sqlite"
+        self.postgres_server: str | None = None
 
     @property
     def url(self) -> str:
@@ -113,9 +115,13 @@ class Stack:
         result = self.cli("migrate")
         assert result.returncode == 0, result.stderr
 
-    def start_web(self, workers: int = 2) -> None:
-        self.start("web", "serve", "--port", str(self.web_port), "--workers", str(workers))
-        wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=1).ok, 30, "gunicorn")
+    def start_web(self, workers: int = 2, name: str = "web", port: int | None = None) -> str:
+        """Start a gunicorn (another one when given a name and port); return its URL."""
+        port = port or self.web_port
+        self.start(name, "serve", "--port", str(port), "--workers", str(workers))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{url}/readyz", timeout=1).ok, 30, f"gunicorn {name}")
+        return url
 
     def start_worker(self, name: str = "worker", concurrency: int = 2) -> None:
         self.start(name, "worker", "--concurrency", str(concurrency))
@@ -123,11 +129,11 @@ class Stack:
     def start_beat(self) -> None:
         self.start("beat", "beat")
 
-    def start_all(self, **knobs: str) -> None:
+    def start_all(self, concurrency: int = 2, **knobs: str) -> None:
         self.start_sandbox(**knobs)
         self.migrate()
         self.start_web()
-        self.start_worker()
+        self.start_worker(concurrency=concurrency)
         self.start_beat()
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
@@ -142,7 +148,9 @@ class Stack:
             process.wait()
 
     def stop_all(self) -> None:
-        for name in ["web", "beat", *[n for n in self.processes if n.startswith("worker")]]:
+        webs = [n for n in self.processes if n.startswith("web")]
+        workers = [n for n in self.processes if n.startswith("worker")]
+        for name in [*webs, "beat", *workers]:
             self.stop(name)
         for name in list(self.processes):
             self.stop(name)

@@ -8,6 +8,7 @@ from typing import Any
 
 from celery import Celery
 
+from webhook_app import broker
 from webhook_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ LONGEST_TASK = timedelta(minutes=10)
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for a PaaS: late acks where safe, no hoarding, bounded publish."""
+    if settings.broker_url.startswith("sqla+"):
+        broker.use_fast_polling()
     app = Celery("webhook_app", broker=settings.broker_url, set_as_current=False)
     transport_options: dict[str, Any]
     if settings.broker_url.startswith("sqla+"):

@@ -79,6 +79,8 @@ class Settings:
     resubmit_queued_after: float = 60.0
     reconcile_interval: float = 30.0
     submit_max_retries: int = 8
+    retry_backoff_base: float = 2.0
+    retry_backoff_max: float = 300.0
     max_callback_bytes: int = 1024 * 1024
     dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
 
@@ -186,5 +188,7 @@ class Settings:
             resubmit_queued_after=_number(env, "RESUBMIT_QUEUED_AFTER", 60.0),
             reconcile_interval=_number(env, "RECONCILE_INTERVAL", 30.0),
             submit_max_retries=int(_number(env, "SUBMIT_MAX_RETRIES", 8)),
+            retry_backoff_base=_number(env, "RETRY_BACKOFF_BASE", 2.0),
+            retry_backoff_max=_number(env, "RETRY_BACKOFF_MAX", 300.0),
             dev_defaults_used=tuple(used_defaults),
         )

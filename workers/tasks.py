@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from celery import Task, shared_task
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 
 from webhook_app.kinds import image_generation as kind
 from webhook_app.models import JobItem
@@ -28,12 +34,48 @@ from workers.context import context
 log = logging.getLogger(__name__)
 
 
-def backoff(retries: int, base: float = 2.0, cap: float = 300.0) -> float:
+DATABASE_ERRORS = (DBAPIError, PoolTimeout)
+
+
+class DatabaseRetryingTask(Task):
+    """A task that is run again, later, when the database is away.
+
+    Every task is safe to repeat: submissions are claimed before they are sent, and polls and
+    merges are idempotent.
+    """
+
+    autoretry_for = DATABASE_ERRORS
+    retry_backoff = 1
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 12
+
+
+def backoff(retries: int) -> float:
     """Exponential with full jitter, so retries from many jobs do not arrive together."""
-    return random.uniform(base, min(cap, base * 2**retries))
+    settings = context().settings
+    base, cap = settings.retry_backoff_base, settings.retry_backoff_max
+    return random.uniform(base, max(base, min(cap, base * 2**retries)))
 
 
-@shared_task(name=CREATE_JOB, bind=True)
+def persist(write: Callable[[Session], object], attempts: int = 8) -> None:
+    """Record what the upstream already did, riding out a short database outage.
+
+    Retrying the whole task instead would find the job claimed and give up, leaving the
+    answer unrecorded until its callback arrives.
+    """
+    for attempt in range(attempts):
+        try:
+            with context().db.transaction() as session:
+                write(session)
+            return
+        except DATABASE_ERRORS:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+@shared_task(name=CREATE_JOB, bind=True, base=DatabaseRetryingTask)
 def create_job(
     self: Task,
     prompt: str,
@@ -68,7 +110,7 @@ def create_job(
         return job.public_id
 
 
-@shared_task(name=SUBMIT_JOB, bind=True, max_retries=None)
+@shared_task(name=SUBMIT_JOB, bind=True, base=DatabaseRetryingTask, max_retries=None)
 def submit_job(self: Task, job_id: int) -> None:
     """Claim, call imageGenerator.generate once, record the answer."""
     ctx = context()
@@ -89,29 +131,26 @@ def submit_job(self: Task, job_id: int) -> None:
             medium=claim.medium,
         )
     except (ValidationError, AuthenticationError) as exc:
-        with ctx.db.transaction() as session:
-            submission.reject(session, job_id, exc, now=ctx.now())
+        persist(partial(submission.reject, job_id=job_id, error=exc, now=ctx.now()))
         return
     except TransientError as exc:
         if self.request.retries >= ctx.settings.submit_max_retries:
-            with ctx.db.transaction() as session:
-                submission.reject(session, job_id, exc, now=ctx.now())
+            persist(partial(submission.reject, job_id=job_id, error=exc, now=ctx.now()))
             return
-        with ctx.db.transaction() as session:
-            submission.defer(session, job_id, exc, now=ctx.now())
+        persist(partial(submission.defer, job_id=job_id, error=exc, now=ctx.now()))
         raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
-    except (OutcomeUnknown, UpstreamError) as exc:
-        with ctx.db.transaction() as session:
-            submission.mark_unknown(session, job_id, exc, now=ctx.now())
+    except UpstreamError as exc:
+        persist(partial(submission.mark_unknown, job_id=job_id, error=exc, now=ctx.now()))
         log.warning("job %s: submission outcome unknown (%s)", claim.public_id, exc.kind)
         return
-    with ctx.db.transaction() as session:
-        submission.accept(
+    persist(
+        lambda session: submission.accept(
             session, job_id, report, now=ctx.now(), recheck_after=ctx.settings.recheck_after
         )
+    )
 
 
-@shared_task(name=REFRESH_JOB, bind=True, max_retries=5)
+@shared_task(name=REFRESH_JOB, bind=True, base=DatabaseRetryingTask)
 def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
     """Ask imageGenerator.get for the truth and apply it like a callback."""
     ctx = context()
@@ -124,21 +163,23 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
         report = kind.poll(ctx.client, reference)
     except (TransientError, OutcomeUnknown) as exc:
         raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
-    with ctx.db.transaction() as session:
+
+    def record(session: Session) -> None:
         job = jobs.lock_job(session, job_id=job_id)
-        if job is None:
-            return
-        apply_report(
-            session,
-            job,
-            report,
-            source=source,
-            now=ctx.now(),
-            recheck_after=ctx.settings.recheck_after,
-        )
+        if job is not None:
+            apply_report(
+                session,
+                job,
+                report,
+                source=source,
+                now=ctx.now(),
+                recheck_after=ctx.settings.recheck_after,
+            )
+
+    persist(record)
 
 
-@shared_task(name=ENRICH_JOB, bind=True, max_retries=5)
+@shared_task(name=ENRICH_JOB, bind=True, base=DatabaseRetryingTask)
 def enrich_job(self: Task, job_id: int) -> None:
     """Record width, height and type of each item of a completed job."""
     ctx = context()
@@ -160,7 +201,7 @@ def enrich_job(self: Task, job_id: int) -> None:
                 item.width, item.height, item.media_type = width, height, media_type
 
 
-@shared_task(name=RECONCILE)
+@shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)
 def reconcile() -> dict[str, int]:
     """Time out, poll and resubmit what needs it; run by beat."""
     ctx = context()
