@@ -43,7 +43,7 @@ def read_generation(data: Mapping[str, Any]) -> Report:
     """Read the `data` of a generate/get answer or of a callback into a Report."""
     reference = data.get("uuid")
     if not isinstance(reference, str) or not 0 < len(reference) <= 64:
-        raise PayloadError("generation uuid missing or not a string")
+        raise PayloadError("generation uuid missing, not a string or over 64 characters")
     raw_status = data.get("status")
     if raw_status is not None and not isinstance(raw_status, str):
         raise PayloadError("status is not a string")
