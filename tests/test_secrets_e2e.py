@@ -73,12 +73,10 @@ def test_a_newcomer_is_refused_everywhere_and_no_secret_is_written(stack: Stack)
     read_token = made.stdout.strip()
     reader = Client(stack.url, read_token, timeout=10)
 
-    submitted = json.loads(
-        cli("submit", "a lighthouse", "--wait", "--json", "--timeout", "90").stdout
-    )
     writer = stack.client()
     other = writer.create_job("a red kite")
-    job_ids = [submitted["id"], other["id"]]
+    waited = cli("submit", "a lighthouse", "--wait", "--json", "--timeout", "90")
+    job_ids = [json.loads(waited.stdout)["id"], other["id"]]
     jobs = wait_until(lambda: finished(stack, job_ids), 90, "both jobs completed and enriched")
     job_id, other_id = job_ids
 
