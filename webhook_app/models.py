@@ -175,7 +175,8 @@ class UpstreamSession(Base):
     __tablename__ = "upstream_sessions"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(200))
+    # Sealed (encrypted and encoded): room for an upstream session id of some 270 characters.
+    session_id: Mapped[str] = mapped_column(String(400))
     obtained_at: Mapped[datetime]
 
 

@@ -91,14 +91,10 @@ def settings_secrets(settings: Settings) -> list[str | None]:
 
 
 class RedactingFilter(logging.Filter):
-    """Renders a record's message (and traceback) with every secret replaced."""
-
-    def __init__(self, redactor: Redactor | None = None) -> None:
-        super().__init__()
-        self._redactor = redactor
+    """Renders a record's message (and traceback) with every installed secret replaced."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        redact = self._redactor or _active
+        redact = _active
         try:
             message = record.getMessage()
         except Exception:  # a malformed call: let the handler report it as usual

@@ -1,4 +1,4 @@
-"""api tokens
+"""api tokens; room for the sealed upstream session id
 
 Revision ID: 0003
 Revises: 0001
@@ -28,7 +28,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_api_tokens_token_hash")),
     )
+    with op.batch_alter_table("upstream_sessions", schema=None) as batch_op:
+        batch_op.alter_column(
+            "session_id",
+            existing_type=sa.String(length=200),
+            type_=sa.String(length=400),
+            existing_nullable=False,
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("upstream_sessions", schema=None) as batch_op:
+        batch_op.alter_column(
+            "session_id",
+            existing_type=sa.String(length=400),
+            type_=sa.String(length=200),
+            existing_nullable=False,
+        )
     op.drop_table("api_tokens")
