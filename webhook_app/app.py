@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from flask import Flask, current_app, jsonify
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webhook_app.db import Database
 from webhook_app.queue import Enqueuer, make_celery
+from webhook_app.redaction import Redactor, install_redaction
 from webhook_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ class Services:
     settings: Settings
     db: Database
     enqueuer: Enqueuer
+    redactor: Redactor = field(default_factory=Redactor)
 
 
 def services() -> Services:
@@ -35,21 +38,28 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    redactor = install_redaction(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_callback_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.trust_proxy_hops:
+        # The client address is the one the trusted proxies saw, read from X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy_hops)  # type: ignore[method-assign]
     enqueuer = enqueuer or Enqueuer(make_celery(settings))
     app.extensions["webhook_app"] = Services(
         settings=settings,
         db=Database(settings.database_url, sender=enqueuer),
         enqueuer=enqueuer,
+        redactor=redactor,
     )
 
     from webhook_app.web import api, health, receiver
+    from webhook_app.web.headers import install_security_headers
 
     app.register_blueprint(receiver.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
+    install_security_headers(app, https=settings.public_base_url.startswith("https://"))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +118,13 @@ def beat() -> None:
 @click.option("--port", type=int, default=None, help="Default $SANDBOX_PORT, else 8001.")
 def sandbox(host: str, port: int | None) -> None:
     """Run the Depositphotos-compatible sandbox (knobs: SANDBOX_* variables)."""
+    from webhook_app.redaction import install_redaction
     from webhook_app.sandbox import knobs_from_env
     from webhook_app.sandbox import serve as serve_sandbox
     from webhook_app.settings import SANDBOX_PORT
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    install_redaction()  # it logs callback URLs it could not reach: their tokens are masked
     try:
         knobs = knobs_from_env(os.environ)
     except ValueError as exc:
@@ -314,3 +318,78 @@ def cancel_job(job_id: str, reason: str | None, url: str | None, token: str | No
     client = _client(url, token)
     body = {"reason": reason} if reason else {}
     click.echo(_summary(_api_call(lambda: client.act(job_id, "cancel", **body))))
+
+
+# --- API tokens (an operator's action, straight on the database) ---------------------------
+
+
+@contextmanager
+def _database_session() -> Iterator[Any]:
+    """One transaction on DATABASE_URL, for an operator's command."""
+    from webhook_app.db import Database
+
+    db = Database(_settings().database_url)
+    try:
+        with db.transaction() as session:
+            yield session
+    finally:
+        db.dispose()
+
+
+@main.group()
+def tokens() -> None:
+    """Create, list and revoke query API tokens (stored only as hashes)."""
+
+
+@tokens.command("create")
+@click.option("--name", required=True, help="Who or what uses it, e.g. billing-service.")
+@click.option(
+    "--scope",
+    type=click.Choice(["read", "write"]),
+    default="read",
+    show_default=True,
+    help="read: GET only; write: also create and refresh jobs.",
+)
+def create_token(name: str, scope: str) -> None:
+    """Make a token and print it once; only its hash is kept."""
+    from webhook_app.models import utcnow
+    from webhook_app.services.api_tokens import create_token as create
+
+    try:
+        with _database_session() as session:
+            row, token = create(session, name=name, scope=scope, now=utcnow())
+            token_id = row.id
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    # The token alone on stdout, so that scripts can capture it.
+    click.echo(f"token {token_id} ({name}, {scope}); shown only now, keep it safe:", err=True)
+    click.echo(token)
+
+
+@tokens.command("list")
+def list_tokens() -> None:
+    """Every token: id, scope, created, revoked, name (never the token itself)."""
+    from webhook_app.services.api_tokens import list_tokens as all_tokens
+
+    with _database_session() as session:
+        for row in all_tokens(session):
+            state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+            click.echo(
+                f"{row.id:>4}  {row.scope:<5}  {row.created_at:%Y-%m-%d %H:%M}  {state:<24}  "
+                f"{row.name}"
+            )
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+def revoke_token(token_id: int) -> None:
+    """Revoke a token now: the next request that presents it gets 401."""
+    from webhook_app.models import utcnow
+    from webhook_app.services.api_tokens import revoke_token as revoke
+
+    with _database_session() as session:
+        row = revoke(session, token_id, now=utcnow())
+        name = row.name if row else None
+    if name is None:
+        raise click.ClickException(f"no token {token_id}")
+    click.echo(f"token {token_id} ({name}) is revoked")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +69,14 @@ class Base(DeclarativeBase):
 
 def new_public_id() -> str:
     return str(uuid.uuid4())
+
+
+_PUBLIC_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_public_id(value: str) -> bool:
+    """True when `value` has the shape of a job's public id (checked before any query)."""
+    return _PUBLIC_ID.fullmatch(value) is not None
 
 
 class Job(Base):
@@ -169,5 +178,19 @@ class UpstreamSession(Base):
     __tablename__ = "upstream_sessions"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    session_id: Mapped[str] = mapped_column(String(200))
+    # Sealed (encrypted and encoded): room for an upstream session id of some 270 characters.
+    session_id: Mapped[str] = mapped_column(String(400))
     obtained_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A bearer token for the query API, made by an operator; only its hash is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scope: Mapped[str] = mapped_column(String(8))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]

@@ -7,6 +7,7 @@ JSON and form bodies are read, and the success envelope is unwrapped when presen
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -14,6 +15,8 @@ from urllib.parse import parse_qsl
 
 MAX_DEPTH = 8
 MAX_KEYS = 2000
+# Longer numbers mean nothing here (item ids are 64-bit) and cost time to convert.
+MAX_NUMBER_CHARS = 32
 
 
 class PayloadError(ValueError):
@@ -24,7 +27,10 @@ class ReportedFailure(PayloadError):
     """The body is a failure envelope: the upstream reports an error, not a result."""
 
     def __init__(self, error: Mapping[str, Any]) -> None:
-        super().__init__(f"failure envelope: {str(error.get('errormsg', ''))[:200]}")
+        message = str(error.get("errormsg", ""))[:200]
+        # Kept as the delivery's detail: no control characters (PostgreSQL refuses NUL).
+        printable = "".join(c if c.isprintable() else "\ufffd" for c in message)
+        super().__init__(f"failure envelope: {printable}")
         self.error = error
 
 
@@ -61,25 +67,61 @@ def unwrap_envelope(payload: Mapping[str, Any]) -> Mapping[str, Any]:
     return payload
 
 
-def _decode_json(text: str) -> Mapping[str, Any]:
+def parse_json(body: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Strict JSON: UTF-8, no NaN or Infinity, numbers of bounded length, bounded nesting."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PayloadError("body is not valid UTF-8") from None
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        value = json.loads(
+            body, parse_int=_integer, parse_float=_real, parse_constant=_not_a_number
+        )
+    except PayloadError:
+        raise
+    except RecursionError:
+        raise PayloadError(f"nesting deeper than {max_depth} levels") from None
+    except ValueError as exc:
         raise PayloadError(f"malformed JSON: {str(exc)[:120]}") from None
-    if not isinstance(value, dict):
-        raise PayloadError("JSON body is not an object")
-    _check_depth(value, 0)
+    _check_depth(value, 0, max_depth)
     return value
 
 
-def _check_depth(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise PayloadError(f"nesting deeper than {MAX_DEPTH} levels")
+def _integer(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise PayloadError(f"a number is longer than {MAX_NUMBER_CHARS} characters")
+    return int(text)
+
+
+def _real(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise PayloadError(f"a number is longer than {MAX_NUMBER_CHARS} characters")
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError(f"{text} is too large for a number")
+    return value
+
+
+def _not_a_number(text: str) -> Any:
+    raise PayloadError(f"{text} is not a JSON number")
+
+
+def _decode_json(text: str) -> Mapping[str, Any]:
+    value = parse_json(text)
+    if not isinstance(value, dict):
+        raise PayloadError("JSON body is not an object")
+    return value
+
+
+def _check_depth(value: Any, depth: int, max_depth: int) -> None:
+    if depth > max_depth:
+        raise PayloadError(f"nesting deeper than {max_depth} levels")
     children = (
         value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     )
     for child in children:
-        _check_depth(child, depth + 1)
+        _check_depth(child, depth + 1, max_depth)
 
 
 _KEY_PART = re.compile(r"\[([^\[\]]*)\]")

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 DEFAULT_DP_API_URL = "https://api.depositphotos.com"
@@ -51,6 +52,17 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _networks(environ: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    networks = []
+    for part in _split(environ.get(name, "")):
+        try:
+            networks.append(ip_network(part, strict=False))
+        except ValueError:
+            message = f"{name} must be a comma-separated list of networks, got {part!r}"
+            raise SettingsError(message) from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True)
 class Settings:
     environment: str = "development"
@@ -82,6 +94,10 @@ class Settings:
     retry_backoff_base: float = 2.0
     retry_backoff_max: float = 300.0
     max_callback_bytes: int = 1024 * 1024
+    # Callbacks are taken only from these networks; empty means from anywhere.
+    callback_allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
+    # How many proxies in front of the app append to X-Forwarded-For (0: ignore the header).
+    trust_proxy_hops: int = 0
     dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -166,6 +182,10 @@ class Settings:
         if not 0 < port < 65536:
             raise SettingsError("PORT must be between 1 and 65535")
 
+        trust_proxy_hops = _number(env, "TRUST_PROXY_HOPS", 0.0)
+        if not trust_proxy_hops.is_integer():
+            raise SettingsError("TRUST_PROXY_HOPS must be a whole number")
+
         return cls(
             environment=environment,
             database_url=database_url,
@@ -190,5 +210,7 @@ class Settings:
             submit_max_retries=int(_number(env, "SUBMIT_MAX_RETRIES", 8)),
             retry_backoff_base=_number(env, "RETRY_BACKOFF_BASE", 2.0),
             retry_backoff_max=_number(env, "RETRY_BACKOFF_MAX", 300.0),
+            callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
+            trust_proxy_hops=int(trust_proxy_hops),
             dev_defaults_used=tuple(used_defaults),
         )

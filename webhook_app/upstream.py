@@ -12,8 +12,8 @@ Errors are a small hierarchy whose class tells the caller what it may safely do 
     │   └── ConnectionFailed  the request never left this machine
     └── OutcomeUnknown        the request was sent but no usable answer came back
 
-Messages never contain the API key, the login or the session id: requests are POSTed as a
-form to the bare base URL, and transport exceptions are summarised, not echoed.
+Messages never contain the API key, the login, the session id or a callback token: requests
+are POSTed as a form to the bare base URL, and transport exceptions are summarised, not echoed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import requests
+
+from webhook_app.redaction import mask_callback_paths, remember_secret
 
 
 class UpstreamError(Exception):
@@ -191,6 +193,7 @@ class DepositphotosClient:
         session_id = answer.get("sessionid") or _data(answer).get("sessionid")
         if not isinstance(session_id, str) or not session_id:
             raise OutcomeUnknown("login answer has no sessionid")
+        remember_secret(session_id)
         self._sessions.save(CachedSession(session_id, self._clock()))
         return session_id
 
@@ -221,6 +224,7 @@ class DepositphotosClient:
     def _session_id(self) -> str:
         cached = self._sessions.load()
         if cached and self._clock() - cached.obtained_at < self._session_max_age:
+            remember_secret(cached.session_id)
             return cached.session_id
         return self.login()
 
@@ -279,7 +283,8 @@ class DepositphotosClient:
         ):
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "[redacted]")
-        return text
+        # The upstream may quote the callback URL back, and its token is a secret too.
+        return mask_callback_paths(text)
 
 
 def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:

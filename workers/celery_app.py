@@ -5,11 +5,15 @@ from __future__ import annotations
 from celery import Celery
 
 from webhook_app.queue import make_celery
+from webhook_app.redaction import install_redaction
 from webhook_app.settings import Settings
 
 
 def create_worker_app(settings: Settings | None = None) -> Celery:
-    app = make_celery(settings or Settings.from_env())
+    settings = settings or Settings.from_env()
+    # Before the pool forks, so the worker's own log lines are redacted too.
+    install_redaction(settings)
+    app = make_celery(settings)
     app.conf.include = ["workers.tasks"]
     app.set_current()
     app.set_default()

@@ -11,7 +11,8 @@ from celery.signals import worker_process_init
 from webhook_app.db import Database
 from webhook_app.models import utcnow
 from webhook_app.queue import Enqueuer
-from webhook_app.services.upstream_sessions import DatabaseSessionStore
+from webhook_app.redaction import install_redaction
+from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
 from webhook_app.settings import Settings
 from webhook_app.upstream import DepositphotosClient
 
@@ -34,6 +35,7 @@ def context() -> WorkerContext:
     global _context
     if _context is None:
         settings = Settings.from_env()
+        install_redaction(settings)
         enqueuer = Enqueuer(current_app)
         db = Database(settings.database_url, pool_size=2, sender=enqueuer)
         client = DepositphotosClient(
@@ -41,7 +43,12 @@ def context() -> WorkerContext:
             api_key=settings.dp_api_key,
             login_user=settings.dp_login_user,
             login_password=settings.dp_login_password,
-            sessions=DatabaseSessionStore(db),
+            sessions=DatabaseSessionStore(
+                db,
+                session_key(
+                    settings.dp_api_key, settings.dp_login_user, settings.dp_login_password
+                ),
+            ),
             timeout=settings.upstream_timeout,
             session_max_age=settings.upstream_session_max_age,
         )

@@ -43,13 +43,16 @@ def read_generation(data: Mapping[str, Any]) -> Report:
     """Read the `data` of a generate/get answer or of a callback into a Report."""
     reference = data.get("uuid")
     if not isinstance(reference, str) or not 0 < len(reference) <= 64:
-        raise PayloadError("generation uuid missing or not a string")
+        raise PayloadError("generation uuid missing, not a string or over 64 characters")
     raw_status = data.get("status")
     if raw_status is not None and not isinstance(raw_status, str):
         raise PayloadError("status is not a string")
     purchase = data.get("purchaseStatus")
     if purchase is not None and not isinstance(purchase, str):
         raise PayloadError("purchaseStatus is not a string")
+    _printable("generation uuid", reference)
+    _printable("status", raw_status)
+    _printable("purchaseStatus", purchase)
     raw_items = data.get("items") or []
     if not isinstance(raw_items, list):
         raise PayloadError("items is not a list")
@@ -71,6 +74,7 @@ def _read_item(raw: Any) -> ItemReport:
     uuid = raw.get("uuid")
     if not isinstance(uuid, str) or not 0 < len(uuid) <= 64:
         raise PayloadError("an item has no uuid")
+    _printable("item uuid", uuid)
     return ItemReport(
         uuid=uuid,
         dp_item_id=_item_id(raw.get("dpItemId")),
@@ -94,8 +98,15 @@ def _url(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if isinstance(value, str) and value.startswith(("https://", "http://")) and len(value) <= 2048:
+        _printable("previewUrl", value)
         return value
     raise PayloadError("previewUrl is not an http(s) URL")
+
+
+def _printable(name: str, value: str | None) -> None:
+    # Control characters and lone surrogates are never meant, and some databases refuse them.
+    if value is not None and not value.isprintable():
+        raise PayloadError(f"{name} contains unprintable characters")
 
 
 def submit(

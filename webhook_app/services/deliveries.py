@@ -98,7 +98,7 @@ def keep_delivery(
         content_type=(arrival.content_type or "")[:200] or None,
         headers={k: v[:500] for k, v in arrival.headers.items() if k.lower() in KEPT_HEADERS},
         body=arrival.body,
-        source_addr=arrival.source_addr,
+        source_addr=(arrival.source_addr or "")[:64] or None,
         outcome=applied.outcome.value,
         detail=applied.detail,
     )

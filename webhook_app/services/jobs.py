@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from webhook_app.states import JobStatus
 
 MAX_METADATA_BYTES = 8192
 MAX_PAGE = 200
+MAX_BODY_DEPTH = 32
 
 
 class InvalidRequest(ValueError):
@@ -30,6 +32,12 @@ class InvalidRequest(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+def _unstorable(char: str) -> bool:
+    # Control characters (PostgreSQL refuses NUL) and lone surrogates (not encodable as UTF-8).
+    category = unicodedata.category(char)
+    return (category == "Cc" and char not in "\t\n\r") or category == "Cs"
 
 
 class IdempotencyConflict(ValueError):
@@ -56,6 +64,8 @@ class JobRequest:
             raise InvalidRequest("prompt", "is required and must be a non-empty string")
         if len(prompt) > MAX_PROMPT:
             raise InvalidRequest("prompt", f"must be at most {MAX_PROMPT} characters")
+        if any(_unstorable(c) for c in prompt):
+            raise InvalidRequest("prompt", "must not contain control characters")
         aspect_ratio = data.get("aspect_ratio")
         if aspect_ratio is not None and aspect_ratio not in ASPECT_RATIOS:
             raise InvalidRequest("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")

@@ -1,9 +1,19 @@
-"""The Depositphotos login session, kept in the database so every worker shares it."""
+"""The Depositphotos login session, kept in the database so every worker shares it.
+
+The session id is stored encrypted (AES-GCM) under a key derived from the Depositphotos
+credentials: a copy of the database alone does not let anyone act as the account, and a
+changed password or key makes the stored session unreadable, so workers simply log in again.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 from datetime import UTC, datetime
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
@@ -12,23 +22,52 @@ from webhook_app.models import UpstreamSession
 from webhook_app.upstream import CachedSession
 
 NAME = "depositphotos"
+_VERSION = "v1."
+_CONTEXT = b"webhook_app upstream session"
+
+
+def session_key(api_key: str, login_user: str, login_password: str) -> bytes:
+    """The 256-bit key that seals stored sessions, derived from the credentials."""
+    material = "\0".join((api_key, login_user, login_password)).encode()
+    return hashlib.sha256(_CONTEXT + b"\0" + material).digest()
+
+
+def seal(key: bytes, session_id: str) -> str:
+    nonce = os.urandom(12)
+    sealed = nonce + AESGCM(key).encrypt(nonce, session_id.encode(), _CONTEXT)
+    return _VERSION + base64.urlsafe_b64encode(sealed).decode()
+
+
+def unseal(key: bytes, stored: str) -> str | None:
+    """The session id, or None when it was sealed under other credentials (or never)."""
+    if not stored.startswith(_VERSION):
+        return None
+    try:
+        sealed = base64.urlsafe_b64decode(stored[len(_VERSION) :].encode())
+        return AESGCM(key).decrypt(sealed[:12], sealed[12:], _CONTEXT).decode()
+    except (InvalidTag, ValueError):
+        return None
 
 
 class DatabaseSessionStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, key: bytes) -> None:
         self._db = db
+        self._key = key
 
     def load(self) -> CachedSession | None:
         with self._db.transaction() as session:
             row = session.scalar(select(UpstreamSession).where(UpstreamSession.name == NAME))
             if row is None:
                 return None
-            return CachedSession(row.session_id, row.obtained_at.timestamp())
+            session_id = unseal(self._key, row.session_id)
+            if session_id is None:
+                return None
+            return CachedSession(session_id, row.obtained_at.timestamp())
 
     def save(self, cached: CachedSession) -> None:
         row = UpstreamSession(
             name=NAME,
-            session_id=cached.session_id,
+            session_id=seal(self._key, cached.session_id),
             obtained_at=datetime.fromtimestamp(cached.obtained_at, UTC),
         )
         try:
@@ -38,10 +77,11 @@ class DatabaseSessionStore:
             pass  # another worker stored its fresh session first; both are valid
 
     def discard(self, session_id: str) -> None:
-        # Only the session that failed is dropped: another worker may already have renewed it.
+        # Only the session that failed is dropped: another worker may already have renewed
+        # it. Sealing is randomised, so the row is compared by what it opens to.
         with self._db.transaction() as session:
-            session.execute(
-                delete(UpstreamSession).where(
-                    UpstreamSession.name == NAME, UpstreamSession.session_id == session_id
-                )
+            row = session.scalar(
+                select(UpstreamSession).where(UpstreamSession.name == NAME).with_for_update()
             )
+            if row is not None and unseal(self._key, row.session_id) in (session_id, None):
+                session.execute(delete(UpstreamSession).where(UpstreamSession.name == NAME))

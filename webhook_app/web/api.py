@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 from flask import Blueprint, jsonify, request
 
 from webhook_app.app import error_body, services
-from webhook_app.models import Job, utcnow
+from webhook_app.models import Job, is_public_id, utcnow
+from webhook_app.payloads import PayloadError, parse_json
 from webhook_app.services import jobs, operator
 from webhook_app.states import JobStatus
-from webhook_app.tokens import matches_any
+from webhook_app.web.auth import WRITE, authenticate, requires_scope
 from webhook_app.web.serialize import delivery_json, event_json, job_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -24,18 +25,7 @@ def invalid(field: str, message: str, status: int = 422) -> Any:
     return jsonify(error_body("invalid_request", f"{field} {message}", field=field)), status
 
 
-@blueprint.before_request
-def _authenticate() -> Any:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if (
-        scheme.lower() != "bearer"
-        or not token
-        or not matches_any(services().settings.api_tokens, token.strip())
-    ):
-        body = error_body("unauthorized", "a valid bearer token is required")
-        return jsonify(body), 401, {"WWW-Authenticate": 'Bearer realm="webhook_app"'}
-    return None
+blueprint.before_request(authenticate)
 
 
 @blueprint.errorhandler(jobs.InvalidRequest)
@@ -50,7 +40,7 @@ def _found(view: F) -> F:
     @wraps(view)
     def wrapper(job_id: str) -> Any:
         with services().db.transaction() as session:
-            job = jobs.get_job(session, job_id[:64])
+            job = jobs.get_job(session, job_id) if is_public_id(job_id) else None
             if job is None:
                 return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
             return view(session, job)
@@ -59,11 +49,15 @@ def _found(view: F) -> F:
 
 
 @blueprint.post("/jobs")
+@requires_scope(WRITE)
 def create_job() -> Any:
     svc = services()
-    payload = request.get_json(silent=True)
-    if payload is None:
+    if not request.is_json:
         return invalid("body", "must be a JSON object (Content-Type: application/json)", 400)
+    try:
+        payload = parse_json(request.get_data(), max_depth=jobs.MAX_BODY_DEPTH)
+    except PayloadError as exc:
+        return invalid("body", f"must be valid JSON ({exc})", 400)
     job_request = jobs.JobRequest.from_mapping(payload)
     key = request.headers.get("Idempotency-Key")
     try:
@@ -138,30 +132,36 @@ def job_events(session: Any, job: Job) -> Any:
 
 def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> Any:
     svc = services()
+    not_found = jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
+    if not is_public_id(job_id):
+        return not_found
     try:
         with svc.db.transaction() as session:
-            job = action(session, job_id[:64], now=utcnow(), **kwargs)
+            job = action(session, job_id, now=utcnow(), **kwargs)
             body = job_json(job)
     except LookupError:
-        return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
+        return not_found
     except operator.NotAllowed as exc:
         return jsonify(error_body("not_allowed", str(exc))), 409
     return jsonify(body), 202, {"Location": body["links"]["self"]}
 
 
 @blueprint.post("/jobs/<job_id>/refresh")
+@requires_scope(WRITE)
 def refresh_job(job_id: str) -> Any:
     """Poll the upstream now (202 with the job as it stands)."""
     return _operator_action(operator.refresh, job_id)
 
 
 @blueprint.post("/jobs/<job_id>/retry")
+@requires_scope(WRITE)
 def retry_job(job_id: str) -> Any:
     """Submit a failed or timed-out job's request again (202 with the new job)."""
     return _operator_action(operator.retry, job_id, deadline=services().settings.deadline)
 
 
 @blueprint.post("/jobs/<job_id>/cancel")
+@requires_scope(WRITE)
 def cancel_job(job_id: str) -> Any:
     """Fail a job the upstream has not accepted (202 with the job)."""
     payload = request.get_json(silent=True)

@@ -5,7 +5,9 @@ Answers: 200 when the delivery was applied or changed nothing (duplicates includ
 it was and a confirmation with imageGenerator.get is queued. A 4xx would tell a retrying
 sender to give up or to resend a body that will never parse, and the delivery is not the
 sender's fault to fix. 409 when it names another generation than the job's. 404, identical
-for a wrong token and an unknown job. 413 over the size limit. 503 when it cannot be stored.
+in body and in the work done for a wrong token, an unknown job and a malformed URL. 403 from
+outside CALLBACK_ALLOWED_NETWORKS. 413 over the size limit. 503 when it cannot be stored.
+Refused attempts are counted and logged, never stored.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from webhook_app.app import error_body, services
-from webhook_app.models import utcnow
+from webhook_app.models import is_public_id, new_public_id, utcnow
+from webhook_app.security import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
 from webhook_app.services.deliveries import Arrival, Received, keep_unapplied, receive_delivery
 from webhook_app.services.progress import NEEDS_CONFIRMATION, Outcome
 from webhook_app.tokens import verify_callback_token
@@ -26,18 +29,44 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("receiver", __name__)
 
 NOT_FOUND = error_body("not_found", "no such callback")
+FORBIDDEN = error_body("forbidden", "callbacks are not accepted from this address")
+# Signed in place of a malformed id, so refusing one costs what refusing a wrong token does.
+STAND_IN_ID = new_public_id()
+
+
+def _refusal(job_id: str, token: str) -> Any:
+    """The answer refusing this attempt, or None when it may go on to the database."""
+    settings = services().settings
+    source = request.remote_addr
+    if not source_allowed(source, settings.callback_allowed_networks):
+        refuse(CALLBACK_SOURCE, source)
+        return jsonify(FORBIDDEN), 403
+    well_formed = is_public_id(job_id)
+    signed_id = job_id if well_formed else STAND_IN_ID
+    if not (verify_callback_token(settings.callback_secrets, signed_id, token) and well_formed):
+        refuse(CALLBACK_NOT_FOUND, source)
+        return jsonify(NOT_FOUND), 404
+    return None
+
+
+@blueprint.post("/callbacks/<path:anything>")
+def receive_malformed(anything: str) -> Any:
+    """Any other callback path: refused exactly like a wrong token."""
+    return _refusal("", anything) or (jsonify(NOT_FOUND), 404)
 
 
 @blueprint.post("/callbacks/<job_id>/<token>")
 def receive(job_id: str, token: str) -> Any:
+    refusal = _refusal(job_id, token)
+    if refusal is not None:
+        return refusal
     svc = services()
-    if not verify_callback_token(svc.settings.callback_secrets, job_id, token):
-        log.warning("callback refused: bad token from %s", request.remote_addr)
-        return jsonify(NOT_FOUND), 404
+    redact = svc.redactor
     arrival = Arrival(
-        body=request.get_data(cache=False),
+        # A body or header that quotes a secret (a callback URL, say) is kept without it.
+        body=redact.redact_bytes(request.get_data(cache=False)),
         content_type=request.content_type,
-        headers=dict(request.headers),
+        headers={name: redact(value) for name, value in request.headers.items()},
         source_addr=request.remote_addr,
     )
     now = utcnow()
@@ -46,17 +75,19 @@ def receive(job_id: str, token: str) -> Any:
             received = receive_delivery(
                 session, job_id, arrival, now=now, recheck_after=svc.settings.recheck_after
             )
-    except DBAPIError:
-        raise  # answered 503 by the app: the sender retries
     except Exception as exc:
-        # A bug in merging must not lose the delivery: keep it apart and confirm by polling.
+        if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
+            raise  # answered 503 by the app: the sender retries
+        # A bug in merging, or a body that claims another job's generation or items (a
+        # unique key says no), must not lose the delivery: keep it apart and confirm by polling.
         log.exception("callback for job %s could not be applied", job_id)
         with svc.db.transaction() as session:
             job = keep_unapplied(session, job_id, arrival, type(exc).__name__, now=now)
         if job is None:
             return jsonify(NOT_FOUND), 404
         received = Received(job, Outcome.ERROR, duplicate=False, completed=False)
-    if received is None:
+    if received is None:  # a valid token for a job that is no more
+        refuse(CALLBACK_NOT_FOUND, request.remote_addr)
         return jsonify(NOT_FOUND), 404
     return jsonify(_answer(received)), _status(received)
 

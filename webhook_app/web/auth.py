@@ -1,0 +1,68 @@
+"""Bearer-token authentication for the query API, and per-route scope declarations.
+
+`authenticate` runs before every request of a blueprint: 401 unless the token is one of
+API_TOKENS (read-write) or an unrevoked token made with `webhook-app tokens create`. A route
+that changes something declares `@requires_scope(WRITE)`: 403 for a read-only token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import g, jsonify, request
+
+from webhook_app.app import error_body, services
+from webhook_app.security import API_SCOPE, API_UNAUTHENTICATED, refuse
+from webhook_app.services import api_tokens
+from webhook_app.services.api_tokens import READ, WRITE
+from webhook_app.tokens import matches_any
+
+__all__ = ["READ", "WRITE", "authenticate", "requires_scope"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+CHALLENGE = 'Bearer realm="webhook_app"'
+
+
+def _scope_of(token: str) -> str | None:
+    svc = services()
+    if matches_any(svc.settings.api_tokens, token):
+        return WRITE
+    if not token.startswith(api_tokens.PREFIX):
+        return None
+    with svc.db.transaction() as session:
+        found = api_tokens.find_active(session, token)
+        return found.scope if found else None
+
+
+def authenticate() -> Any:
+    """A before_request hook: None when the bearer token is known, else the 401 answer."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    scope = _scope_of(token) if scheme.lower() == "bearer" and token else None
+    if scope is None:
+        refuse(API_UNAUTHENTICATED, request.remote_addr)
+        body = error_body("unauthorized", "a valid bearer token is required")
+        return jsonify(body), 401, {"WWW-Authenticate": CHALLENGE}
+    g.token_scope = scope
+    return None
+
+
+def requires_scope(needed: str) -> Callable[[F], F]:
+    """Declare the scope a view needs; a token without it gets 403 before the view runs."""
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not api_tokens.grants(g.get("token_scope"), needed):
+                refuse(API_SCOPE, request.remote_addr)
+                message = f"this token does not have the {needed} scope"
+                challenge = f'{CHALLENGE}, error="insufficient_scope", scope="{needed}"'
+                body = error_body("insufficient_scope", message)
+                return jsonify(body), 403, {"WWW-Authenticate": challenge}
+            return view(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
