@@ -29,6 +29,9 @@ FAST_RECOVERY = {
 }
 QUICK_SANDBOX = {"SANDBOX_PREVIEW_DELAY": "0.3", "SANDBOX_FINAL_DELAY": "0.8"}
 
+# The running test's report properties: ledgers land there, and the summary prints them.
+report_properties: list[tuple[str, object]] = []
+
 
 def create_jobs(stack: Stack, count: int = JOBS, prefix: str = "chaos") -> list[str]:
     client = stack.client()
@@ -132,6 +135,7 @@ def ledger(stack: Stack, job_ids: list[str], name: str) -> Ledger:
         statuses=Counter(job["status"] for job in found.values()),
     )
     print(result.line())
+    report_properties.append(("ledger", result.line()))
     return result
 
 

@@ -212,3 +212,18 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 def postgres_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     """The production shape only: PostgreSQL and Redis."""
     yield from _stack(request, tmp_path, "postgres")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print every chaos scenario's ledger, whether it balanced or not."""
+    reports = terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+    lines = [
+        str(value)
+        for report in reports
+        for name, value in getattr(report, "user_properties", [])
+        if name == "ledger"
+    ]
+    if lines:
+        terminalreporter.section("ledgers")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)

@@ -19,6 +19,7 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from tests import chaos
 from tests.chaos import (
     FAST_RECOVERY,
     QUICK_SANDBOX,
@@ -35,6 +36,11 @@ from tests.stack import Stack, free_port, wait_until
 from webhook_app.tokens import callback_token
 
 pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture(autouse=True)
+def _ledgers_in_the_report(request: pytest.FixtureRequest) -> None:
+    chaos.report_properties = request.node.user_properties
 
 
 def start(stack: Stack, concurrency: int = 2, **knobs: str) -> None:
