@@ -11,7 +11,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
+from webhook_app.archive.storage import Storage, storage_from_settings
 from webhook_app.db import Database
+from webhook_app.logs import configure_logging
 from webhook_app.queue import Enqueuer, make_celery
 from webhook_app.settings import Settings
 
@@ -23,6 +25,7 @@ class Services:
     settings: Settings
     db: Database
     enqueuer: Enqueuer
+    storage: Storage
 
 
 def services() -> Services:
@@ -35,6 +38,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    configure_logging(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_callback_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -43,13 +47,17 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         settings=settings,
         db=Database(settings.database_url, sender=enqueuer),
         enqueuer=enqueuer,
+        storage=storage_from_settings(settings),
     )
 
-    from webhook_app.web import api, health, receiver
+    from webhook_app.web import api, health, images, notifications, observe, receiver
 
+    observe.init_app(app)
     app.register_blueprint(receiver.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(images.blueprint)
+    app.register_blueprint(notifications.blueprint)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -11,11 +11,13 @@ for a wrong token and an unknown job. 413 over the size limit. 503 when it canno
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import DBAPIError
 
+from webhook_app import metrics
 from webhook_app.app import error_body, services
 from webhook_app.models import utcnow
 from webhook_app.services.deliveries import Arrival, Received, keep_unapplied, receive_delivery
@@ -30,10 +32,28 @@ NOT_FOUND = error_body("not_found", "no such callback")
 
 @blueprint.post("/callbacks/<job_id>/<token>")
 def receive(job_id: str, token: str) -> Any:
+    started, outcome = time.perf_counter(), "error"
+    try:
+        response, status, outcome = _receive(job_id, token)
+        return response, status
+    except DBAPIError:
+        outcome = "database_unavailable"
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.CALLBACKS.labels(outcome=outcome).inc()
+        metrics.CALLBACK_SECONDS.observe(elapsed)
+        log.info(
+            "callback",
+            extra={"job_id": job_id[:64], "outcome": outcome, "duration_ms": round(elapsed * 1000)},
+        )
+
+
+def _receive(job_id: str, token: str) -> tuple[Any, int, str]:
     svc = services()
     if not verify_callback_token(svc.settings.callback_secrets, job_id, token):
         log.warning("callback refused: bad token from %s", request.remote_addr)
-        return jsonify(NOT_FOUND), 404
+        return jsonify(NOT_FOUND), 404, "refused"
     arrival = Arrival(
         body=request.get_data(cache=False),
         content_type=request.content_type,
@@ -54,11 +74,12 @@ def receive(job_id: str, token: str) -> Any:
         with svc.db.transaction() as session:
             job = keep_unapplied(session, job_id, arrival, type(exc).__name__, now=now)
         if job is None:
-            return jsonify(NOT_FOUND), 404
+            return jsonify(NOT_FOUND), 404, "unknown_job"
         received = Received(job, Outcome.ERROR, duplicate=False, completed=False)
     if received is None:
-        return jsonify(NOT_FOUND), 404
-    return jsonify(_answer(received)), _status(received)
+        return jsonify(NOT_FOUND), 404, "unknown_job"
+    outcome = "duplicate" if received.duplicate else received.outcome.value
+    return jsonify(_answer(received)), _status(received), outcome
 
 
 def _answer(received: Received) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from webhook_app.models import Delivery, Event, Job, JobItem
+from webhook_app.models import Delivery, Event, ItemArchive, Job, JobItem
+from webhook_app.services.notifications import image_path
 
 
 def _time(value: datetime | None) -> str | None:
@@ -29,7 +30,11 @@ def job_json(job: Job) -> dict[str, Any]:
         "submission": job.submission,
         "attempts": job.attempts,
         "last_error": job.last_error,
-        "items": [item_json(item) for item in job.items],
+        "items": [item_json(item, job.public_id) for item in job.items],
+        "results_archived": bool(job.items)
+        and all(
+            item.archive is not None and item.archive.state == "archived" for item in job.items
+        ),
         "created_at": _time(job.created_at),
         "updated_at": _time(job.updated_at),
         "submitted_at": _time(job.submitted_at),
@@ -39,7 +44,8 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def item_json(item: JobItem) -> dict[str, Any]:
+def item_json(item: JobItem, job_public_id: str) -> dict[str, Any]:
+    archive = archive_json(item.archive, image_path(job_public_id, item.uuid))
     return {
         "uuid": item.uuid,
         "dp_item_id": item.dp_item_id,
@@ -47,6 +53,28 @@ def item_json(item: JobItem) -> dict[str, Any]:
         "width": item.width,
         "height": item.height,
         "type": item.media_type,
+        # Our copy once it is kept; until then the upstream's temporary one.
+        "image_url": archive["url"]
+        if archive and archive["state"] == "archived"
+        else item.preview_url,
+        "archive": archive,
+    }
+
+
+def archive_json(archive: ItemArchive | None, url: str) -> dict[str, Any] | None:
+    if archive is None:
+        return None
+    return {
+        "state": archive.state,
+        "url": url,
+        "sha256": archive.sha256,
+        "size": archive.size,
+        "content_type": archive.content_type,
+        "width": archive.width,
+        "height": archive.height,
+        "archived_at": _time(archive.archived_at),
+        "attempts": archive.attempts,
+        "error": archive.last_error,
     }
 
 
