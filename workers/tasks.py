@@ -14,7 +14,7 @@ from webhook_app import metrics
 from webhook_app.kinds import image_generation as kind
 from webhook_app.models import Job, JobItem
 from webhook_app.queue import (
-    ARCHIVE_ITEM,
+    ARCHIVE_ITEMS,
     CREATE_JOB,
     DELIVER_NOTIFICATION,
     ENRICH_JOB,
@@ -198,19 +198,22 @@ def reconcile() -> dict[str, int]:
     return summary
 
 
-@shared_task(name=ARCHIVE_ITEM)
-def archive_item(item_uuid: str) -> str | None:
-    """One attempt at keeping our own copy of an item's image."""
+@shared_task(name=ARCHIVE_ITEMS)
+def archive_items(*item_uuids: str) -> list[str | None]:
+    """One attempt at keeping our own copy of each item's image."""
     ctx = context()
-    return archive.archive_item(
-        ctx.db,
-        ctx.storage,
-        ctx.http,
-        item_uuid,
-        clock=ctx.now,
-        max_bytes=ctx.settings.archive_max_bytes,
-        timeout=ctx.settings.archive_timeout,
-    )
+    return [
+        archive.archive_item(
+            ctx.db,
+            ctx.storage,
+            ctx.http,
+            item_uuid,
+            clock=ctx.now,
+            max_bytes=ctx.settings.archive_max_bytes,
+            timeout=ctx.settings.archive_timeout,
+        )
+        for item_uuid in item_uuids
+    ]
 
 
 @shared_task(name=DELIVER_NOTIFICATION)
@@ -260,8 +263,8 @@ def sweep_follow_ups() -> dict[str, int]:
     with ctx.db.transaction() as session:
         items = archive.due_archives(session, now=ctx.now())
         messages = notifications.due_notifications(session, now=ctx.now())
-    for item_uuid in items:
-        ctx.enqueuer.send(ARCHIVE_ITEM, item_uuid)
+    for start in range(0, len(items), 10):
+        ctx.enqueuer.send(ARCHIVE_ITEMS, *items[start : start + 10])
     for public_id in messages:
         ctx.enqueuer.send(DELIVER_NOTIFICATION, public_id)
     return {"archives": len(items), "notifications": len(messages)}

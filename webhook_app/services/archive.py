@@ -21,7 +21,7 @@ from webhook_app.archive.images import EXTENSIONS
 from webhook_app.archive.storage import Storage, StorageError
 from webhook_app.db import Database, after_commit
 from webhook_app.models import ItemArchive, Job, JobItem
-from webhook_app.queue import ARCHIVE_ITEM
+from webhook_app.queue import ARCHIVE_ITEMS
 
 PENDING, ARCHIVED, FAILED = "pending", "archived", "failed"
 MAX_ATTEMPTS = 8
@@ -36,13 +36,17 @@ def retry_delay(attempts: int) -> timedelta:
 
 def request_archives(session: Session, items: Iterable[JobItem], *, now: datetime) -> None:
     """Mark each item's image as to be archived and ask for it once the change is committed."""
+    requested = []
     for item in items:
         if item.archive is not None:
             continue
         item.archive = ItemArchive(
             state=PENDING, attempts=0, created_at=now, next_attempt_at=now + LEASE
         )
-        after_commit(session, ARCHIVE_ITEM, item.uuid)
+        requested.append(item.uuid)
+    if requested:
+        # One message for the items a report revealed together; each keeps its own state.
+        after_commit(session, ARCHIVE_ITEMS, *requested)
 
 
 @dataclass(frozen=True)
