@@ -232,7 +232,7 @@ class Notification(Base):
     delivered_at: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
 
-    subscription: Mapped[Subscription] = relationship(lazy="joined")
+    subscription: Mapped[Subscription] = relationship()
     job: Mapped[Job] = relationship()
 
     __table_args__ = (UniqueConstraint("subscription_id", "job_id", "event_type"),)

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from webhook_app import metrics
 from webhook_app.db import Database, after_commit
@@ -238,7 +238,7 @@ def due_notifications(session: Session, *, now: datetime, limit: int = 200) -> l
         .where(Notification.state == PENDING, Notification.next_attempt_at <= now)
         .order_by(Notification.next_attempt_at)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=Notification, skip_locked=True)
     ).all()
     for notification in rows:
         notification.next_attempt_at = now + LEASE
@@ -253,7 +253,12 @@ def list_notifications(
     state: str | None = None,
     limit: int = 100,
 ) -> Sequence[Notification]:
-    query = select(Notification).order_by(Notification.id.desc()).limit(limit)
+    query = (
+        select(Notification)
+        .options(selectinload(Notification.subscription), selectinload(Notification.job))
+        .order_by(Notification.id.desc())
+        .limit(limit)
+    )
     if job is not None:
         query = query.where(Notification.job_id == job.id)
     if subscription is not None:
