@@ -316,7 +316,7 @@ def subscriptions() -> None:
 
 
 @subscriptions.command("create")
-@click.argument("url")
+@click.argument("endpoint", metavar="URL")
 @click.option(
     "--status",
     "statuses",
@@ -328,7 +328,7 @@ def subscriptions() -> None:
 @click.option("--description", default=None)
 @with_connection
 def create_subscription(
-    url: str,
+    endpoint: str,
     statuses: tuple[str, ...],
     metadata: str | None,
     description: str | None,
@@ -342,7 +342,7 @@ def create_subscription(
     client = _client(connection["url"], connection["token"])
     created = _api_call(
         lambda: client.create_subscription(
-            url, statuses=list(statuses) or None, metadata=meta, description=description
+            endpoint, statuses=list(statuses) or None, metadata=meta, description=description
         )
     )
     click.echo(json.dumps(created, indent=2))
