@@ -29,6 +29,11 @@ MAX_ATTEMPTS = 8
 LEASE = timedelta(minutes=5)
 
 
+def image_path(job_public_id: str, item_uuid: str) -> str:
+    """Where the query API serves an item's image."""
+    return f"/api/v1/jobs/{job_public_id}/items/{item_uuid}/image"
+
+
 def retry_delay(attempts: int) -> timedelta:
     """10 s after the first failure, doubling, at most 30 minutes (about 40 minutes in all)."""
     return min(timedelta(minutes=30), timedelta(seconds=10) * 2 ** max(attempts - 1, 0))

@@ -25,6 +25,7 @@ from webhook_app import metrics
 from webhook_app.db import Database, after_commit
 from webhook_app.models import Job, Notification, NotificationAttempt, Subscription
 from webhook_app.queue import DELIVER_NOTIFICATION
+from webhook_app.services.archive import image_path
 from webhook_app.services.subscriptions import wants
 from webhook_app.signing import signed_headers
 
@@ -38,10 +39,6 @@ USER_AGENT = "webhook-app-notifications/1"
 
 def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
-
-
-def image_path(job_public_id: str, item_uuid: str) -> str:
-    return f"/api/v1/jobs/{job_public_id}/items/{item_uuid}/image"
 
 
 def job_summary(job: Job, status: str, base_url: str = "") -> dict[str, Any]:

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from webhook_app.models import Delivery, Event, ItemArchive, Job, JobItem
-from webhook_app.services.notifications import image_path
+from webhook_app.services.archive import ARCHIVED, image_path
 
 
 def _time(value: datetime | None) -> str | None:
@@ -31,10 +31,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "last_error": job.last_error,
         "items": [item_json(item, job.public_id) for item in job.items],
-        "results_archived": bool(job.items)
-        and all(
-            item.archive is not None and item.archive.state == "archived" for item in job.items
-        ),
+        "results_archived": results_archived(job),
         "created_at": _time(job.created_at),
         "updated_at": _time(job.updated_at),
         "submitted_at": _time(job.submitted_at),
@@ -53,12 +50,21 @@ def item_json(item: JobItem, job_public_id: str) -> dict[str, Any]:
         "width": item.width,
         "height": item.height,
         "type": item.media_type,
-        # Our copy once it is kept; until then the upstream's temporary one.
-        "image_url": archive["url"]
-        if archive and archive["state"] == "archived"
-        else item.preview_url,
+        "image_url": image_url(item, archive),
         "archive": archive,
     }
+
+
+def image_url(item: JobItem, archive: dict[str, Any] | None) -> str | None:
+    """Our copy once it is kept; until then the upstream's temporary one."""
+    return archive["url"] if archive and archive["state"] == ARCHIVED else item.preview_url
+
+
+def results_archived(job: Job) -> bool:
+    """Every result of the job is in our own store."""
+    return bool(job.items) and all(
+        item.archive is not None and item.archive.state == ARCHIVED for item in job.items
+    )
 
 
 def archive_json(archive: ItemArchive | None, url: str) -> dict[str, Any] | None:
