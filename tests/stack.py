@@ -138,10 +138,8 @@ class Stack:
         # The leader only: a Celery worker stops its pool children itself (warm shutdown);
         # signalling the whole group kills them mid-task and leaves the worker waiting on them.
         process.send_signal(sig)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
         process.wait()

@@ -291,12 +291,9 @@ class SandboxState:
             "title": generation.prompt,
         }
 
-    def has_preview(self, item_uuid: str) -> bool:
-        """Whether the item's preview URL has been handed out (so the image may be fetched)."""
-        return self.preview_state(item_uuid) == "available"
-
     def preview_state(self, item_uuid: str) -> str:
-        """ "available", "missing" (unknown or not handed out yet) or "expired" (preview_ttl)."""
+        """Whether the item's preview may be fetched: "available"; "missing" (unknown, or its
+        URL not handed out yet); "expired" (older than preview_ttl)."""
         with self._lock:
             found = self._items.get(item_uuid)
             ttl = self.knobs.preview_ttl
