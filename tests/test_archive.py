@@ -196,7 +196,7 @@ def test_a_passing_failure_is_retried_with_backoff_then_given_up(
         assert uuids[0] not in archive.due_archives(session, now=T0 + timedelta(seconds=5))
     with database.transaction() as session:
         assert uuids[0] in archive.due_archives(session, now=T0 + timedelta(seconds=11))
-    with database.transaction() as session:  # leased: the next sweep leaves it alone
+    with database.transaction() as session:  # leased: the next run leaves it alone
         assert uuids[0] not in archive.due_archives(session, now=T0 + timedelta(seconds=12))
 
     states = []

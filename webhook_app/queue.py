@@ -23,7 +23,6 @@ RECONCILE = "webhook_app.reconcile"
 ARCHIVE_ITEMS = "webhook_app.archive_items"
 JOB_FINISHED = "webhook_app.job_finished"
 DELIVER_NOTIFICATION = "webhook_app.deliver_notification"
-SWEEP_FOLLOW_UPS = "webhook_app.sweep_follow_ups"
 
 # Longest task: a generate call with its timeout, plus a margin.
 LONGEST_TASK = timedelta(minutes=10)
@@ -59,7 +58,6 @@ def make_celery(settings: Settings) -> Celery:
         task_default_queue=settings.queue,
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval},
-            "follow-ups": {"task": SWEEP_FOLLOW_UPS, "schedule": settings.reconcile_interval},
         },
     )
     return app

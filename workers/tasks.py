@@ -22,7 +22,6 @@ from webhook_app.queue import (
     RECONCILE,
     REFRESH_JOB,
     SUBMIT_JOB,
-    SWEEP_FOLLOW_UPS,
 )
 from webhook_app.services import archive, jobs, notifications, submission
 from webhook_app.services.progress import apply_report
@@ -174,7 +173,7 @@ def enrich_job(self: Task, job_id: int) -> None:
 
 @shared_task(name=RECONCILE)
 def reconcile() -> dict[str, int]:
-    """Time out, poll and resubmit what needs it; run by beat."""
+    """Time out, poll and resubmit what needs it, resend due follow-ups; run by beat."""
     ctx = context()
     with ctx.db.transaction() as session:
         plan = plan_reconciliation(
@@ -189,6 +188,7 @@ def reconcile() -> dict[str, int]:
         "resubmitted": len(plan.submit),
         "timed_out": plan.timed_out,
         "unknown": plan.unknown,
+        **resend_follow_ups(),
     }
     for action, count in summary.items():
         if count:
@@ -256,9 +256,8 @@ def job_finished(self: Task, job_id: int, status: str) -> None:
         metrics.JOB_SECONDS.labels(status=status).observe(seconds)
 
 
-@shared_task(name=SWEEP_FOLLOW_UPS)
-def sweep_follow_ups() -> dict[str, int]:
-    """Send archive and notification attempts that are due (retries, lost messages); beat."""
+def resend_follow_ups() -> dict[str, int]:
+    """Archive and notification attempts that are due: retries, and messages lost on the way."""
     ctx = context()
     with ctx.db.transaction() as session:
         items = archive.due_archives(session, now=ctx.now())
@@ -267,4 +266,4 @@ def sweep_follow_ups() -> dict[str, int]:
         ctx.enqueuer.send(ARCHIVE_ITEMS, *items[start : start + 10])
     for public_id in messages:
         ctx.enqueuer.send(DELIVER_NOTIFICATION, public_id)
-    return {"archives": len(items), "notifications": len(messages)}
+    return {"archives_resent": len(items), "notifications_resent": len(messages)}

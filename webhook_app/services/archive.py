@@ -1,7 +1,7 @@
 """Keeping our own copy of every result image, because the upstream's preview URLs expire.
 
 An item's archive is requested in the transaction where it first gets a preview URL. Each
-attempt is one download and one store; a passing failure is tried again later (the sweep
+attempt is one download and one store; a passing failure is tried again later (reconciliation
 sends what is due), anything else fails the archive with its reason.
 """
 
@@ -25,7 +25,7 @@ from webhook_app.queue import ARCHIVE_ITEMS
 
 PENDING, ARCHIVED, FAILED = "pending", "archived", "failed"
 MAX_ATTEMPTS = 8
-# While a task holds an attempt, the sweep leaves the archive alone for this long.
+# While a task holds an attempt, reconciliation leaves the archive alone for this long.
 LEASE = timedelta(minutes=5)
 
 
