@@ -137,6 +137,8 @@ def run_the_story(stack: Stack, subscriber: Subscriber, hook_output: Path) -> No
     handed = json.loads((hook_output / f"{job_id}.json").read_text())
     assert handed["status"] == "completed" and len(handed["items"]) == 4
 
+    # The subscriber answered; the attempt is recorded just after.
+    wait_until(lambda: client.notifications(job_id=job_id, state="delivered"), 30, "delivered")
     listing = stack.cli("notifications", "list", "--job", job_id)
     assert listing.returncode == 0 and "delivered" in listing.stdout, listing.stderr
 
