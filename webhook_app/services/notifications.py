@@ -65,19 +65,12 @@ def job_summary(job: Job, status: str, base_url: str = "") -> dict[str, Any]:
 
 def notify_finished(session: Session, job: Job, status: str, *, now: datetime) -> None:
     """Write one notification per interested subscriber, to be sent after the commit."""
+    # A job reaches each status once (transitions only go forward), so there is one
+    # notification per subscriber and event, as the unique constraint holds.
+    event_type = f"job.{status}"
     subscriptions = session.scalars(select(Subscription).order_by(Subscription.id)).all()
     for subscription in subscriptions:
         if not wants(subscription, job, status):
-            continue
-        event_type = f"job.{status}"
-        already = session.scalar(
-            select(Notification.id).where(
-                Notification.subscription_id == subscription.id,
-                Notification.job_id == job.id,
-                Notification.event_type == event_type,
-            )
-        )
-        if already is not None:
             continue
         payload = {"type": event_type, "timestamp": _time(now), "data": job_summary(job, status)}
         notification = Notification(
@@ -107,7 +100,6 @@ def render_body(payload: str, base_url: str) -> bytes:
 
 @dataclass(frozen=True)
 class Outgoing:
-    message_id: str
     url: str
     secret: str
     payload: str
@@ -128,7 +120,7 @@ def start_attempt(session: Session, public_id: str, *, now: datetime) -> Outgoin
     notification.attempts += 1
     notification.next_attempt_at = now + LEASE
     subscription = notification.subscription
-    return Outgoing(public_id, subscription.url, subscription.secret, notification.payload)
+    return Outgoing(subscription.url, subscription.secret, notification.payload)
 
 
 def record_attempt(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -12,16 +11,13 @@ from webhook_app.app import error_body, services
 from webhook_app.models import Notification, NotificationAttempt, Subscription, utcnow
 from webhook_app.services import jobs, notifications, subscriptions
 from webhook_app.web.api import _authenticate, _invalid_request, invalid
+from webhook_app.web.serialize import _time
 
 blueprint = Blueprint("notifications", __name__, url_prefix="/api/v1")
 blueprint.before_request(_authenticate)
 blueprint.register_error_handler(jobs.InvalidRequest, _invalid_request)
 
 STATES = (notifications.PENDING, notifications.DELIVERED, notifications.FAILED)
-
-
-def _time(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def subscription_json(subscription: Subscription) -> dict[str, Any]:
