@@ -6,6 +6,7 @@ printed when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -140,12 +141,14 @@ class Stack:
         process = self.processes.pop(name, None)
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, sig)
-        try:
+        # The leader only: a Celery worker stops its pool children itself (warm shutdown);
+        # signalling the whole group kills them mid-task and leaves the worker waiting on them.
+        process.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+        process.wait()
 
     def stop_all(self) -> None:
         webs = [n for n in self.processes if n.startswith("web")]

@@ -662,3 +662,19 @@ def test_knobs_from_env_reads_every_variable() -> None:
 def test_knobs_from_env_names_the_invalid_variable(variable: str, value: str) -> None:
     with pytest.raises(ValueError, match=variable):
         knobs_from_env({variable: value})
+
+
+def test_preview_urls_expire_after_preview_ttl(
+    client: ApiClient, set_knobs: Callable[..., None]
+) -> None:
+    session_id = client.login()
+    created = client.generate(session_id)["data"]
+    final = client.wait_until_finished(session_id, created["uuid"])[-1]
+    url = final["items"][0]["previewUrl"]
+    assert requests.get(url, timeout=5).status_code == 200
+
+    set_knobs(preview_ttl=0.001)
+
+    assert requests.get(url, timeout=5).status_code == 410
+    assert requests.get(f"{client.url}/previews/not-an-item.png", timeout=5).status_code == 404
+    assert knobs_from_env({"SANDBOX_PREVIEW_TTL": "60"}).preview_ttl == 60

@@ -142,8 +142,9 @@ def test_a_newcomer_is_refused_everywhere_and_no_secret_is_written(stack: Stack)
     written["the database"] = everything_in_the_database(url)
     written["the CLI's output"] = "\n".join(outputs)
     assert "web.log" in written and "worker.log" in written
-    # The access log did record the callbacks, with their tokens masked.
-    assert f"/callbacks/{job_id}/[redacted]" in written["web.log"]
+    # The request log did record the callbacks, by route and job, never by their path.
+    assert "route=/callbacks/<job_id>/<token>" in written["web.log"]
+    assert f"job_id={job_id}" in written["web.log"]
     leaks = [
         f"{what} in {where}"
         for what, secret in hidden.items()

@@ -12,7 +12,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from webhook_app.archive.storage import Storage, storage_from_settings
 from webhook_app.db import Database
+from webhook_app.logs import configure_logging
 from webhook_app.queue import Enqueuer, make_celery
 from webhook_app.redaction import Redactor, install_redaction
 from webhook_app.settings import Settings
@@ -25,6 +27,7 @@ class Services:
     settings: Settings
     db: Database
     enqueuer: Enqueuer
+    storage: Storage
     redactor: Redactor = field(default_factory=Redactor)
 
 
@@ -38,6 +41,7 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = None) -> Flask:
     settings = settings or Settings.from_env()
+    configure_logging(settings)
     redactor = install_redaction(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_callback_bytes
@@ -50,15 +54,19 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         settings=settings,
         db=Database(settings.database_url, sender=enqueuer),
         enqueuer=enqueuer,
+        storage=storage_from_settings(settings),
         redactor=redactor,
     )
 
-    from webhook_app.web import api, health, receiver
+    from webhook_app.web import api, health, images, notifications, observe, receiver
     from webhook_app.web.headers import install_security_headers
 
+    observe.init_app(app)
     app.register_blueprint(receiver.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(images.blueprint)
+    app.register_blueprint(notifications.blueprint)
     install_security_headers(app, https=settings.public_base_url.startswith("https://"))
 
     @app.errorhandler(HTTPException)

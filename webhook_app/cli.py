@@ -17,6 +17,19 @@ import click
 from webhook_app.settings import Settings, SettingsError
 
 
+def share_metrics_dir() -> None:
+    """Let this command's processes (gunicorn workers, Celery children) count into one place.
+
+    Must run before prometheus_client is imported; an operator's PROMETHEUS_MULTIPROC_DIR
+    (e.g. one directory shared by web and worker on one machine) is kept.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="webhook-app-metrics-")
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env()
@@ -73,10 +86,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         "20",
         "--timeout",
         "60",
-        "--access-logfile",
-        "-",
+        # No gunicorn access log: the app logs each request by route, since a callback's
+        # path carries its token.
         "webhook_app.app:create_app()",
     ]
+    share_metrics_dir()
     os.execv(sys.executable, argv)
 
 
@@ -86,9 +100,14 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 )
 def worker(concurrency: int | None) -> None:
     """Run a Celery worker: submissions, polls, enrichment."""
+    share_metrics_dir()
+    from webhook_app.metrics import serve_worker_metrics
     from workers.celery_app import create_worker_app
 
-    app = create_worker_app(_settings())
+    settings = _settings()
+    app = create_worker_app(settings)
+    if settings.worker_metrics_port:
+        serve_worker_metrics(settings.worker_metrics_port)
     concurrency = concurrency or int(os.environ.get("WORKER_CONCURRENCY") or 2)
     app.worker_main(
         [
@@ -106,6 +125,7 @@ def worker(concurrency: int | None) -> None:
 @main.command()
 def beat() -> None:
     """Run Celery beat: the periodic reconciliation."""
+    share_metrics_dir()
     from workers.celery_app import create_worker_app
 
     app = create_worker_app(_settings())
@@ -393,3 +413,114 @@ def revoke_token(token_id: int) -> None:
     if name is None:
         raise click.ClickException(f"no token {token_id}")
     click.echo(f"token {token_id} ({name}) is revoked")
+
+
+# --- subscriptions and notifications -------------------------------------------------------
+
+
+@main.group()
+def subscriptions() -> None:
+    """Who is told (Standard Webhooks) when a job finishes."""
+
+
+@subscriptions.command("create")
+@click.argument("endpoint", metavar="URL")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["completed", "failed", "timed_out"]),
+    help="Only jobs that end so (repeatable; default: all three).",
+)
+@click.option("--metadata", default=None, help="Only jobs whose metadata holds this JSON object.")
+@click.option("--description", default=None)
+@with_connection
+def create_subscription(
+    endpoint: str,
+    statuses: tuple[str, ...],
+    metadata: str | None,
+    description: str | None,
+    **connection: str | None,
+) -> None:
+    """Subscribe URL; prints the signing secret, which is shown only this once."""
+    try:
+        meta = json.loads(metadata) if metadata else None
+    except ValueError:
+        raise click.BadParameter("must be JSON", param_hint="--metadata") from None
+    client = _client(connection["url"], connection["token"])
+    created = _api_call(
+        lambda: client.create_subscription(
+            endpoint, statuses=list(statuses) or None, metadata=meta, description=description
+        )
+    )
+    click.echo(json.dumps(created, indent=2))
+    click.echo("Keep the secret: it is not shown again.", err=True)
+
+
+@subscriptions.command("list")
+@with_connection
+def list_subscriptions(**connection: str | None) -> None:
+    """List subscriptions (without their secrets)."""
+    client = _client(connection["url"], connection["token"])
+    for subscription in _api_call(client.subscriptions):
+        filters = []
+        if subscription.get("statuses"):
+            filters.append("status in " + ",".join(subscription["statuses"]))
+        if subscription.get("metadata"):
+            filters.append("metadata " + json.dumps(subscription["metadata"]))
+        click.echo(f"{subscription['id']}  {subscription['url']}  {'; '.join(filters) or 'all'}")
+
+
+@subscriptions.command("delete")
+@click.argument("subscription_id")
+@with_connection
+def delete_subscription(subscription_id: str, **connection: str | None) -> None:
+    """Delete a subscription and its notifications."""
+    client = _client(connection["url"], connection["token"])
+    _api_call(lambda: client.delete_subscription(subscription_id))
+    click.echo(f"deleted {subscription_id}")
+
+
+@main.group()
+def notifications() -> None:
+    """Notifications sent to subscribers: list, show with attempts, replay."""
+
+
+@notifications.command("list")
+@click.option("--job", "job_id", default=None)
+@click.option("--subscription", "subscription_id", default=None)
+@click.option("--state", type=click.Choice(["pending", "delivered", "failed"]), default=None)
+@with_connection
+def list_notifications(
+    job_id: str | None, subscription_id: str | None, state: str | None, **connection: str | None
+) -> None:
+    """List notifications, newest first."""
+    client = _client(connection["url"], connection["token"])
+    found = _api_call(
+        lambda: client.notifications(job_id=job_id, subscription_id=subscription_id, state=state)
+    )
+    for n in found:
+        error = f"  ({n['last_error']})" if n.get("last_error") else ""
+        click.echo(
+            f"{n['id']}  {n['type']:<14}  {n['state']:<9}  {n['attempts']} attempts  "
+            f"job {n['job_id']}{error}"
+        )
+
+
+@notifications.command("show")
+@click.argument("notification_id")
+@with_connection
+def show_notification(notification_id: str, **connection: str | None) -> None:
+    """Show a notification with its payload and every attempt."""
+    client = _client(connection["url"], connection["token"])
+    click.echo(json.dumps(_api_call(lambda: client.notification(notification_id)), indent=2))
+
+
+@notifications.command("replay")
+@click.argument("notification_id")
+@with_connection
+def replay_notification(notification_id: str, **connection: str | None) -> None:
+    """Send a notification again (same webhook-id, fresh signature and attempts)."""
+    client = _client(connection["url"], connection["token"])
+    replayed = _api_call(lambda: client.replay_notification(notification_id))
+    click.echo(f"{replayed['id']}  {replayed['state']}  queued again")

@@ -105,3 +105,44 @@ class Client:
             if job["status"] in TERMINAL or time.monotonic() >= deadline:
                 return job
             time.sleep(interval)
+
+    # --- subscriptions and notifications ---------------------------------------------------
+
+    def create_subscription(
+        self,
+        url: str,
+        *,
+        statuses: list[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Subscribe a URL to finished jobs; the answer holds its secret, shown only here."""
+        payload: dict[str, Any] = {"url": url}
+        for key, value in (
+            ("statuses", statuses),
+            ("metadata", metadata),
+            ("description", description),
+        ):
+            if value:
+                payload[key] = value
+        result: dict[str, Any] = self._request("POST", "/api/v1/subscriptions", json=payload)
+        return result
+
+    def subscriptions(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/api/v1/subscriptions")["subscriptions"])
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        self._request("DELETE", f"/api/v1/subscriptions/{subscription_id}")
+
+    def notifications(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {key: value for key, value in filters.items() if value is not None}
+        return list(self._request("GET", "/api/v1/notifications", params=params)["notifications"])
+
+    def notification(self, notification_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"/api/v1/notifications/{notification_id}")
+        return result
+
+    def replay_notification(self, notification_id: str) -> dict[str, Any]:
+        path = f"/api/v1/notifications/{notification_id}/replay"
+        result: dict[str, Any] = self._request("POST", path)
+        return result

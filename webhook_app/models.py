@@ -133,6 +133,9 @@ class JobItem(Base):
     media_type: Mapped[str | None] = mapped_column(String(32))
 
     job: Mapped[Job] = relationship(back_populates="items")
+    archive: Mapped[ItemArchive | None] = relationship(
+        back_populates="item", lazy="selectin", cascade="all, delete-orphan"
+    )
 
 
 class Delivery(Base):
@@ -194,3 +197,86 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class ItemArchive(Base):
+    """Our own copy of an item's image: pending until stored, then kept with its checksum."""
+
+    __tablename__ = "item_archives"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("job_items.id", ondelete="CASCADE"), unique=True
+    )
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    storage_key: Mapped[str | None] = mapped_column(String(300))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    content_type: Mapped[str | None] = mapped_column(String(32))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    archived_at: Mapped[datetime | None]
+    # When a pending archive is next tried; pushed ahead while a task holds it.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    item: Mapped[JobItem] = relationship(back_populates="archive")
+
+
+class Subscription(Base):
+    """A URL told about finished jobs, signed with its own secret (Standard Webhooks)."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_public_id)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(200))
+    statuses: Mapped[list[str] | None] = mapped_column(JSON)
+    metadata_filter: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Notification(Base):
+    """One message for one subscriber about one finished job; its body never changes."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    event_type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+
+    subscription: Mapped[Subscription] = relationship()
+    job: Mapped[Job] = relationship()
+
+    __table_args__ = (UniqueConstraint("subscription_id", "job_id", "event_type"),)
+
+
+class NotificationAttempt(Base):
+    """One POST of a notification and how it went."""
+
+    __tablename__ = "notification_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(16))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_notification_attempts_notification_id_id", "notification_id", "id"),
+    )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
 
 from webhook_app import broker
+from webhook_app.logs import current_request_id
 from webhook_app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -19,6 +21,9 @@ SUBMIT_JOB = "webhook_app.submit_job"
 REFRESH_JOB = "webhook_app.refresh_job"
 ENRICH_JOB = "webhook_app.enrich_job"
 RECONCILE = "webhook_app.reconcile"
+ARCHIVE_ITEMS = "webhook_app.archive_items"
+JOB_FINISHED = "webhook_app.job_finished"
+DELIVER_NOTIFICATION = "webhook_app.deliver_notification"
 
 # Longest task: a generate call with its timeout, plus a margin.
 LONGEST_TASK = timedelta(minutes=10)
@@ -61,6 +66,11 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def task_headers() -> dict[str, Any]:
+    """Carried by every message: the request that caused it, and when it was published."""
+    return {"request_id": current_request_id(), "published_at": time.time()}
+
+
 class Enqueuer:
     """Sends tasks by name; a broker failure is logged, since reconciliation recovers it."""
 
@@ -69,11 +79,15 @@ class Enqueuer:
 
     def send(self, name: str, *args: Any) -> bool:
         try:
-            self._app.send_task(name, args=args)
+            self._app.send_task(name, args=args, headers=task_headers())
         except Exception:
             log.exception("could not enqueue %s; reconciliation will pick it up", name)
             return False
         return True
+
+    def send_to(self, queue: str, name: str, **kwargs: Any) -> None:
+        """Send a task to another service's queue, by name and keyword arguments."""
+        self._app.send_task(name, kwargs=kwargs, queue=queue, headers=task_headers())
 
     def check(self) -> str:
         """ "ok", or why the broker cannot be reached."""

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -72,6 +73,8 @@ def run_everything(settings: Settings, *, port: int | None = None) -> int:
         PORT=str(port),
         PYTHONUNBUFFERED="1",
     )
+    # One metrics directory for every part, so the web's /metrics counts the worker too.
+    environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="webhook-app-metrics-"))
     if settings.uses_sandbox:
         sandbox_port = int(environ.get("SANDBOX_PORT") or SANDBOX_PORT)
         environ["DP_API_URL"] = environ.get("DP_API_URL") or f"http://127.0.0.1:{sandbox_port}"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DP_API_URL = "https://api.depositphotos.com"
 SANDBOX_PORT = 8001
@@ -98,6 +99,19 @@ class Settings:
     callback_allowed_networks: tuple[IPv4Network | IPv6Network, ...] = ()
     # How many proxies in front of the app append to X-Forwarded-For (0: ignore the header).
     trust_proxy_hops: int = 0
+    # Archive of result images, completion notifications, logs and metrics.
+    archive_dir: str = "var/archive"
+    archive_s3_bucket: str | None = None
+    archive_s3_endpoint_url: str | None = None
+    archive_s3_prefix: str = ""
+    archive_max_bytes: int = 20 * 1024 * 1024
+    archive_timeout: float = 30.0
+    on_job_done_task: str | None = None
+    on_job_done_queue: str = "celery"
+    notify_timeout: float = 10.0
+    log_format: str = "text"
+    log_level: str = "INFO"
+    worker_metrics_port: int | None = None
     dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -213,4 +227,42 @@ class Settings:
             callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
             trust_proxy_hops=int(trust_proxy_hops),
             dev_defaults_used=tuple(used_defaults),
+            **_follow_up_settings(env, environment),
         )
+
+
+def _follow_up_settings(env: Mapping[str, str], environment: str) -> dict[str, Any]:
+    """Archive, completion hooks, logs and metrics."""
+    hook_task = env.get("ON_JOB_DONE_TASK", "").strip() or None
+    hook_queue = env.get("ON_JOB_DONE_QUEUE", "").strip() or "celery"
+    if hook_task and hook_queue == (env.get("CELERY_QUEUE", "").strip() or "celery"):
+        # Our workers would take the message, find no such task, and drop it.
+        raise SettingsError("ON_JOB_DONE_QUEUE must name a queue other than CELERY_QUEUE")
+    log_format = env.get("LOG_FORMAT", "").strip().lower() or (
+        "json" if environment == "production" else "text"
+    )
+    if log_format not in ("json", "text"):
+        raise SettingsError(f"LOG_FORMAT must be json or text, not {log_format!r}")
+    log_level = env.get("LOG_LEVEL", "").strip().upper() or "INFO"
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+    metrics_port = env.get("WORKER_METRICS_PORT", "").strip()
+    if metrics_port and not (metrics_port.isdigit() and 0 < int(metrics_port) < 65536):
+        raise SettingsError("WORKER_METRICS_PORT must be a port number")
+    max_bytes = int(_number(env, "ARCHIVE_MAX_BYTES", 20 * 1024 * 1024))
+    if max_bytes < 1:
+        raise SettingsError("ARCHIVE_MAX_BYTES must be at least 1")
+    return {
+        "archive_dir": env.get("ARCHIVE_DIR", "").strip() or "var/archive",
+        "archive_s3_bucket": env.get("ARCHIVE_S3_BUCKET", "").strip() or None,
+        "archive_s3_endpoint_url": env.get("ARCHIVE_S3_ENDPOINT_URL", "").strip() or None,
+        "archive_s3_prefix": env.get("ARCHIVE_S3_PREFIX", "").strip().strip("/"),
+        "archive_max_bytes": max_bytes,
+        "archive_timeout": _number(env, "ARCHIVE_TIMEOUT", 30.0) or 30.0,
+        "on_job_done_task": hook_task,
+        "on_job_done_queue": hook_queue,
+        "notify_timeout": _number(env, "NOTIFY_TIMEOUT", 10.0) or 10.0,
+        "log_format": log_format,
+        "log_level": log_level,
+        "worker_metrics_port": int(metrics_port) if metrics_port else None,
+    }

@@ -18,6 +18,7 @@ are POSTed as a form to the bare base URL, and transport exceptions are summaris
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +28,10 @@ from typing import Any, Protocol
 
 import requests
 
+from webhook_app import metrics
 from webhook_app.redaction import mask_callback_paths, remember_secret
+
+log = logging.getLogger(__name__)
 
 
 class UpstreamError(Exception):
@@ -239,6 +243,26 @@ class DepositphotosClient:
             return self._call(command, {**params, "dp_session_id": self.login()})
 
     def _call(self, command: str, params: Mapping[str, str]) -> Mapping[str, Any]:
+        started, outcome = time.perf_counter(), "success"
+        try:
+            return self._send(command, params)
+        except UpstreamError as exc:
+            outcome = exc.kind
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.UPSTREAM_CALLS.labels(command=command, outcome=outcome).inc()
+            metrics.UPSTREAM_SECONDS.labels(command=command).observe(elapsed)
+            log.info(
+                "upstream call",
+                extra={
+                    "command": command,
+                    "outcome": outcome,
+                    "duration_ms": round(elapsed * 1000),
+                },
+            )
+
+    def _send(self, command: str, params: Mapping[str, str]) -> Mapping[str, Any]:
         form = {"dp_apikey": self._api_key, "dp_command": command, **params}
         try:
             response = self._http.post(self._url, data=form, timeout=self._timeout)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import requests
 from celery import current_app
 from celery.signals import worker_process_init
 
+from webhook_app.archive.storage import Storage, storage_from_settings
 from webhook_app.db import Database
 from webhook_app.models import utcnow
 from webhook_app.queue import Enqueuer
@@ -23,6 +25,9 @@ class WorkerContext:
     db: Database
     client: DepositphotosClient
     enqueuer: Enqueuer
+    storage: Storage
+    # For downloads and notifications, never for the upstream API (its client has its own).
+    http: requests.Session
 
     def now(self) -> datetime:
         return utcnow()
@@ -52,7 +57,9 @@ def context() -> WorkerContext:
             timeout=settings.upstream_timeout,
             session_max_age=settings.upstream_session_max_age,
         )
-        _context = WorkerContext(settings, db, client, enqueuer)
+        _context = WorkerContext(
+            settings, db, client, enqueuer, storage_from_settings(settings), requests.Session()
+        )
     return _context
 
 

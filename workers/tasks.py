@@ -10,15 +10,26 @@ from functools import partial
 from typing import Any
 
 from celery import Task, shared_task
+from kombu.exceptions import OperationalError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
+from webhook_app import metrics
 from webhook_app.kinds import image_generation as kind
-from webhook_app.models import JobItem
-from webhook_app.queue import CREATE_JOB, ENRICH_JOB, RECONCILE, REFRESH_JOB, SUBMIT_JOB
-from webhook_app.services import jobs, submission
+from webhook_app.models import Job, JobItem
+from webhook_app.queue import (
+    ARCHIVE_ITEMS,
+    CREATE_JOB,
+    DELIVER_NOTIFICATION,
+    ENRICH_JOB,
+    JOB_FINISHED,
+    RECONCILE,
+    REFRESH_JOB,
+    SUBMIT_JOB,
+)
+from webhook_app.services import archive, jobs, notifications, submission
 from webhook_app.services.progress import apply_report
 from webhook_app.services.reconcile import Schedule, plan_reconciliation
 from webhook_app.tokens import callback_token
@@ -203,7 +214,7 @@ def enrich_job(self: Task, job_id: int) -> None:
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)
 def reconcile() -> dict[str, int]:
-    """Time out, poll and resubmit what needs it; run by beat."""
+    """Time out, poll and resubmit what needs it, resend due follow-ups; run by beat."""
     ctx = context()
     with ctx.db.transaction() as session:
         plan = plan_reconciliation(
@@ -218,7 +229,82 @@ def reconcile() -> dict[str, int]:
         "resubmitted": len(plan.submit),
         "timed_out": plan.timed_out,
         "unknown": plan.unknown,
+        **resend_follow_ups(),
     }
+    for action, count in summary.items():
+        if count:
+            metrics.RECONCILE.labels(action=action).inc(count)
     if any(summary.values()):
         log.info("reconciled: %s", summary)
     return summary
+
+
+@shared_task(name=ARCHIVE_ITEMS)
+def archive_items(*item_uuids: str) -> list[str | None]:
+    """One attempt at keeping our own copy of each item's image."""
+    ctx = context()
+    return [
+        archive.archive_item(
+            ctx.db,
+            ctx.storage,
+            ctx.http,
+            item_uuid,
+            clock=ctx.now,
+            max_bytes=ctx.settings.archive_max_bytes,
+            timeout=ctx.settings.archive_timeout,
+        )
+        for item_uuid in item_uuids
+    ]
+
+
+@shared_task(name=DELIVER_NOTIFICATION)
+def deliver_notification(public_id: str) -> str | None:
+    """One signed POST of a completion notification to its subscriber."""
+    ctx = context()
+    return notifications.deliver(
+        ctx.db,
+        ctx.http,
+        public_id,
+        clock=ctx.now,
+        base_url=ctx.settings.public_base_url,
+        timeout=ctx.settings.notify_timeout,
+    )
+
+
+@shared_task(name=JOB_FINISHED, bind=True, max_retries=5)
+def job_finished(self: Task, job_id: int, status: str) -> None:
+    """Count the job's duration, and hand it to ON_JOB_DONE_TASK when one is configured."""
+    ctx = context()
+    with ctx.db.transaction() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return
+        summary = notifications.job_summary(job, status, ctx.settings.public_base_url)
+    if ctx.settings.on_job_done_task:
+        try:
+            ctx.enqueuer.send_to(
+                ctx.settings.on_job_done_queue,
+                ctx.settings.on_job_done_task,
+                job_id=summary["id"],
+                status=status,
+                items=summary["items"],
+            )
+        except OperationalError as exc:
+            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+        metrics.HOOKS.inc()
+    if job.finished_at is not None:
+        seconds = (job.finished_at - job.created_at).total_seconds()
+        metrics.JOB_SECONDS.labels(status=status).observe(seconds)
+
+
+def resend_follow_ups() -> dict[str, int]:
+    """Archive and notification attempts that are due: retries, and messages lost on the way."""
+    ctx = context()
+    with ctx.db.transaction() as session:
+        items = archive.due_archives(session, now=ctx.now())
+        messages = notifications.due_notifications(session, now=ctx.now())
+    for start in range(0, len(items), 10):
+        ctx.enqueuer.send(ARCHIVE_ITEMS, *items[start : start + 10])
+    for public_id in messages:
+        ctx.enqueuer.send(DELIVER_NOTIFICATION, public_id)
+    return {"archives_resent": len(items), "notifications_resent": len(messages)}

@@ -147,8 +147,9 @@ def api() -> Response:
 
 
 def preview(item_uuid: str) -> Response:
-    if not current_runtime().state.has_preview(item_uuid):
-        abort(404)
+    state = current_runtime().state.preview_state(item_uuid)
+    if state != "available":
+        abort(410 if state == "expired" else 404)
     return Response(gradient_png(item_uuid), mimetype="image/png")
 
 

@@ -18,6 +18,7 @@ _FLOAT_KNOBS = frozenset(
         "failure_rate",
         "hang_rate",
         "hang_seconds",
+        "preview_ttl",
     }
 )
 _RATE_KNOBS = frozenset({"drop_rate", "failure_rate", "hang_rate"})
@@ -48,6 +49,8 @@ class SandboxKnobs:
     callback_retries: int = 3
     api_key: str | None = None
     seed: int | None = None
+    # Seconds a preview URL answers after the preview stage; 0 keeps previews forever.
+    preview_ttl: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """The knobs as a JSON-ready mapping."""

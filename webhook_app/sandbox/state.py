@@ -291,14 +291,21 @@ class SandboxState:
             "title": generation.prompt,
         }
 
-    def has_preview(self, item_uuid: str) -> bool:
-        """Whether the item's preview URL has been handed out (so the image may be fetched)."""
+    def preview_state(self, item_uuid: str) -> str:
+        """Whether the item's preview may be fetched: "available"; "missing" (unknown, or its
+        URL not handed out yet); "expired" (older than preview_ttl)."""
         with self._lock:
             found = self._items.get(item_uuid)
+            ttl = self.knobs.preview_ttl
         if found is None:
-            return False
+            return "missing"
         generation, _ = found
-        return generation.view(generation.stage_at(self.clock())).shows_preview
+        now = self.clock()
+        if not generation.view(generation.stage_at(now)).shows_preview:
+            return "missing"
+        if ttl and now >= generation.preview_at + ttl:
+            return "expired"
+        return "available"
 
     # Callbacks
 

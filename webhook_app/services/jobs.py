@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from webhook_app import logs
 from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.models import Delivery, Event, Job
@@ -137,7 +138,10 @@ def lock_job(
     """Load a job with a row lock, so concurrent writers to it take turns."""
     query = select(Job).with_for_update(of=Job)
     query = query.where(Job.public_id == public_id) if public_id else query.where(Job.id == job_id)
-    return session.scalar(query)
+    job = session.scalar(query)
+    if job is not None:
+        logs.bind(job_id=job.public_id)  # every later line of this request or task names it
+    return job
 
 
 def get_job(session: Session, public_id: str) -> Job | None:

@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from webhook_app.db import after_commit
 from webhook_app.models import Event, Job, JobItem
-from webhook_app.queue import ENRICH_JOB
+from webhook_app.queue import ENRICH_JOB, JOB_FINISHED
 from webhook_app.reports import Report
-from webhook_app.states import FINAL, JobStatus, can_move, rank
+from webhook_app.services.archive import request_archives
+from webhook_app.services.notifications import notify_finished
+from webhook_app.states import FINAL, TERMINAL, JobStatus, can_move, rank
 
 
 class Outcome(StrEnum):
@@ -65,6 +67,9 @@ def move(
         job.finished_at = now
     if target in FINAL:
         job.next_check_at = None
+    if target in TERMINAL:
+        notify_finished(session, job, target.value, now=now)
+        after_commit(session, JOB_FINISHED, job.id, target.value)
     if target is JobStatus.COMPLETED:
         after_commit(session, ENRICH_JOB, job.id)
     return True
@@ -87,7 +92,12 @@ def apply_report(
     elif job.generation_uuid != report.reference:
         return Applied(Outcome.MISMATCH, detail="generation uuid differs from the job's")
 
+    previewed = {item.uuid for item in job.items if item.preview_url}
     learned = _merge_items(job, report)
+    # The upstream keeps previews only for a while: archive each as soon as its URL is known.
+    request_archives(
+        session, [i for i in job.items if i.preview_url and i.uuid not in previewed], now=now
+    )
     target = report.status
     if target is JobStatus.COMPLETED and not (job.items and all(i.dp_item_id for i in job.items)):
         # "completed" without every item id is not the documented end state: hold, then confirm.

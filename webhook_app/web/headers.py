@@ -33,10 +33,12 @@ def install_security_headers(app: Flask, *, https: bool = False) -> None:
             headers.setdefault(name, value)
         html = response.mimetype == "text/html"
         headers.setdefault("Content-Security-Policy", HTML_POLICY if html else OTHER_POLICY)
-        # An answer to a request that carried credentials is never stored by a cache; others
-        # are not either unless their view chose a policy (static files do).
+        # An answer to a request that carried credentials is never stored by a shared cache:
+        # only a view that chose a `private` policy (immutable archived images) keeps its own.
+        # Others are not stored either unless their view chose a policy (static files do).
         credentials = "Authorization" in request.headers or "Cookie" in request.headers
-        if credentials or "Cache-Control" not in headers:
+        chosen = headers.get("Cache-Control")
+        if chosen is None or (credentials and "private" not in chosen):
             headers["Cache-Control"] = "no-store"
         if https:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")

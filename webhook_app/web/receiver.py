@@ -13,11 +13,13 @@ Refused attempts are counted and logged, never stored.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from webhook_app import metrics
 from webhook_app.app import error_body, services
 from webhook_app.models import is_public_id, new_public_id, utcnow
 from webhook_app.security import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
@@ -57,9 +59,28 @@ def receive_malformed(anything: str) -> Any:
 
 @blueprint.post("/callbacks/<job_id>/<token>")
 def receive(job_id: str, token: str) -> Any:
+    started, outcome = time.perf_counter(), "error"
+    try:
+        response, status, outcome = _receive(job_id, token)
+        return response, status
+    except DBAPIError:
+        outcome = "database_unavailable"
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.CALLBACKS.labels(outcome=outcome).inc()
+        metrics.CALLBACK_SECONDS.observe(elapsed)
+        log.info(
+            "callback",
+            extra={"job_id": job_id[:64], "outcome": outcome, "duration_ms": round(elapsed * 1000)},
+        )
+
+
+def _receive(job_id: str, token: str) -> tuple[Any, int, str]:
     refusal = _refusal(job_id, token)
     if refusal is not None:
-        return refusal
+        response, status = refusal
+        return response, status, "refused"
     svc = services()
     redact = svc.redactor
     arrival = Arrival(
@@ -84,12 +105,13 @@ def receive(job_id: str, token: str) -> Any:
         with svc.db.transaction() as session:
             job = keep_unapplied(session, job_id, arrival, type(exc).__name__, now=now)
         if job is None:
-            return jsonify(NOT_FOUND), 404
+            return jsonify(NOT_FOUND), 404, "unknown_job"
         received = Received(job, Outcome.ERROR, duplicate=False, completed=False)
     if received is None:  # a valid token for a job that is no more
         refuse(CALLBACK_NOT_FOUND, request.remote_addr)
-        return jsonify(NOT_FOUND), 404
-    return jsonify(_answer(received)), _status(received)
+        return jsonify(NOT_FOUND), 404, "unknown_job"
+    outcome = "duplicate" if received.duplicate else received.outcome.value
+    return jsonify(_answer(received)), _status(received), outcome
 
 
 def _answer(received: Received) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from webhook_app.models import Delivery, Event, Job, JobItem
+from webhook_app.models import Delivery, Event, ItemArchive, Job, JobItem
+from webhook_app.services.archive import ARCHIVED, image_path
 
 
 def _time(value: datetime | None) -> str | None:
@@ -30,7 +31,8 @@ def job_json(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "last_error": job.last_error,
         "retry_of": job.retry_of.public_id if job.retry_of_id and job.retry_of else None,
-        "items": [item_json(item) for item in job.items],
+        "items": [item_json(item, job.public_id) for item in job.items],
+        "results_archived": results_archived(job),
         "created_at": _time(job.created_at),
         "updated_at": _time(job.updated_at),
         "submitted_at": _time(job.submitted_at),
@@ -40,7 +42,8 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def item_json(item: JobItem) -> dict[str, Any]:
+def item_json(item: JobItem, job_public_id: str) -> dict[str, Any]:
+    archive = archive_json(item.archive, image_path(job_public_id, item.uuid))
     return {
         "uuid": item.uuid,
         "dp_item_id": item.dp_item_id,
@@ -48,6 +51,37 @@ def item_json(item: JobItem) -> dict[str, Any]:
         "width": item.width,
         "height": item.height,
         "type": item.media_type,
+        "image_url": image_url(item, archive),
+        "archive": archive,
+    }
+
+
+def image_url(item: JobItem, archive: dict[str, Any] | None) -> str | None:
+    """Our copy once it is kept; until then the upstream's temporary one."""
+    return archive["url"] if archive and archive["state"] == ARCHIVED else item.preview_url
+
+
+def results_archived(job: Job) -> bool:
+    """Every result of the job is in our own store."""
+    return bool(job.items) and all(
+        item.archive is not None and item.archive.state == ARCHIVED for item in job.items
+    )
+
+
+def archive_json(archive: ItemArchive | None, url: str) -> dict[str, Any] | None:
+    if archive is None:
+        return None
+    return {
+        "state": archive.state,
+        "url": url,
+        "sha256": archive.sha256,
+        "size": archive.size,
+        "content_type": archive.content_type,
+        "width": archive.width,
+        "height": archive.height,
+        "archived_at": _time(archive.archived_at),
+        "attempts": archive.attempts,
+        "error": archive.last_error,
     }
 
 

@@ -1,0 +1,1 @@
+"""Our own copies of result images: reading their headers, fetching them, storing them."""

@@ -1,0 +1,50 @@
+"""GET /api/v1/jobs/<id>/items/<uuid>/image: our archived copy, else the upstream's preview."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, redirect, request
+
+from webhook_app.app import error_body, services
+from webhook_app.archive.storage import StorageError
+from webhook_app.services.archive import ARCHIVED, find_item
+from webhook_app.web.auth import authenticate
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("images", __name__, url_prefix="/api/v1")
+blueprint.before_request(authenticate)
+
+# The bytes behind an archived image's URL never change; only its holders may cache them.
+CACHE_FOREVER = "private, max-age=31536000, immutable"
+
+
+@blueprint.get("/jobs/<job_id>/items/<item_uuid>/image")
+def item_image(job_id: str, item_uuid: str) -> Any:
+    with services().db.transaction() as session:
+        item = find_item(session, job_id[:64], item_uuid[:64])
+        if item is None:
+            return jsonify(error_body("not_found", "no such item in this job")), 404
+        archive, preview_url = item.archive, item.preview_url
+    if archive is not None and archive.state == ARCHIVED and archive.sha256 and archive.storage_key:
+        headers = {"Cache-Control": CACHE_FOREVER}
+        if request.if_none_match.contains(archive.sha256):
+            response = Response(status=304, headers=headers)
+            response.set_etag(archive.sha256)
+            return response
+        try:
+            chunks = services().storage.open(archive.storage_key)
+        except StorageError as exc:
+            log.error("archived image unreadable: %s", exc)
+            body = error_body("storage_unavailable", "the archived image cannot be read now")
+            return jsonify(body), 503, {"Retry-After": "30"}
+        response = Response(chunks, mimetype=archive.content_type, headers=headers)
+        response.set_etag(archive.sha256)
+        if archive.size is not None:
+            response.content_length = archive.size
+        return response
+    if preview_url:
+        # Not kept yet: the upstream's temporary copy, never cached.
+        return redirect(preview_url, code=307), {"Cache-Control": "no-store"}
+    return jsonify(error_body("no_image", "the item has no image yet")), 404

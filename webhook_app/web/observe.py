@@ -1,0 +1,62 @@
+"""Request ids, one log line per request, and /metrics."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from flask import Blueprint, Flask, Response, g, request
+
+from webhook_app import logs, metrics
+
+log = logging.getLogger("webhook_app.http")
+blueprint = Blueprint("observe", __name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Probes and scrapes come every few seconds; their lines are debug only.
+_QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+@blueprint.get("/metrics")
+def scrape() -> Response:
+    from webhook_app.app import services
+
+    body, content_type = metrics.render(services().db)
+    return Response(body, content_type=content_type)
+
+
+def _start() -> None:
+    given = request.headers.get("X-Request-ID", "")
+    logs.clear()
+    logs.bind(request_id=given if _REQUEST_ID.match(given) else logs.new_request_id())
+    g.started = time.perf_counter()
+
+
+def _finish(response: Response) -> Response:
+    response.headers["X-Request-ID"] = logs.current_request_id() or ""
+    # The route, not the path: callback paths carry their token.
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+    log.log(
+        logging.DEBUG if request.path in _QUIET else logging.INFO,
+        "request",
+        extra={
+            "method": request.method,
+            "route": route,
+            "status": response.status_code,
+            "duration_ms": round(elapsed * 1000),
+        },
+    )
+    return response
+
+
+def _forget(_: BaseException | None) -> None:
+    logs.clear()
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.teardown_request(_forget)
+    app.register_blueprint(blueprint)
