@@ -45,11 +45,14 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         enqueuer=enqueuer,
     )
 
-    from webhook_app.web import api, health, receiver
+    from webhook_app.web import api, dashboard, health, openapi, receiver, waiting
 
+    app.extensions["webhook_app.waiters"] = waiting.Waiters(settings.max_waiters)
     app.register_blueprint(receiver.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(openapi.blueprint)
+    dashboard.init_app(app, settings)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

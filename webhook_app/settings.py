@@ -17,6 +17,7 @@ DEV_DEFAULTS = {
     "CALLBACK_SECRET": "dev-callback-secret",
     "API_TOKENS": "dev-token",
     "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+    "SECRET_KEY": "dev-secret-key",
 }
 
 
@@ -77,6 +78,11 @@ class Settings:
     reconcile_interval: float = 30.0
     submit_max_retries: int = 8
     max_callback_bytes: int = 1024 * 1024
+    # Signs the dashboard's session cookie.
+    secret_key: str = DEV_DEFAULTS["SECRET_KEY"]
+    web_threads: int = 8
+    # Requests allowed to hold a thread while waiting for a job (?wait=), per web process.
+    max_waiters: int = 4
     dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -161,6 +167,11 @@ class Settings:
         if not 0 < port < 65536:
             raise SettingsError("PORT must be between 1 and 65535")
 
+        web_threads = int(_number(env, "WEB_THREADS", 8)) or 1
+        max_waiters = int(_number(env, "MAX_WAITERS", max(1, web_threads // 2)))
+        if max_waiters >= web_threads:
+            raise SettingsError("MAX_WAITERS must be smaller than WEB_THREADS")
+
         return cls(
             environment=environment,
             database_url=database_url,
@@ -182,5 +193,8 @@ class Settings:
             submission_stale_after=_number(env, "SUBMISSION_STALE_AFTER", 300.0),
             reconcile_interval=_number(env, "RECONCILE_INTERVAL", 30.0),
             submit_max_retries=int(_number(env, "SUBMIT_MAX_RETRIES", 8)),
+            secret_key=required("SECRET_KEY"),
+            web_threads=web_threads,
+            max_waiters=max_waiters,
             dev_defaults_used=tuple(used_defaults),
         )
