@@ -6,6 +6,7 @@ printed when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -134,12 +135,16 @@ class Stack:
         process = self.processes.pop(name, None)
         if process is None or process.poll() is not None:
             return
-        os.killpg(process.pid, sig)
+        # The leader only, as a supervisor would signal it: a Celery worker whose pool
+        # children are signalled too can hang in its warm shutdown.
+        os.kill(process.pid, sig)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # anything it left behind
 
     def stop_all(self) -> None:
         for name in ["web", "beat", *[n for n in self.processes if n.startswith("worker")]]:

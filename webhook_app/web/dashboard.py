@@ -115,16 +115,34 @@ def _api(method: str, path: str, **kwargs: Any) -> ApiAnswer:
 def _safe_next(target: str | None) -> str:
     """Only a path on this site, never another host."""
     parts = urlsplit(target or "")
-    if not target or parts.scheme or parts.netloc or not target.startswith("/"):
+    # Browsers read "/\\host" as "//host": another site.
+    if not target or parts.scheme or parts.netloc or not target.startswith("/") or "\\" in target:
         return url_for("dashboard.jobs")
     return target
 
 
 @blueprint.after_request
-def _no_store(response: Any) -> Any:
-    if request.endpoint != "dashboard.static":
-        response.headers.setdefault("Cache-Control", "no-store")
+def _headers(response: Any) -> Any:
+    if request.endpoint == "dashboard.static":
+        return response
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers.setdefault("Content-Security-Policy", _content_security_policy())
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
     return response
+
+
+def _content_security_policy() -> str:
+    """Nothing inline, nothing from elsewhere, but the upstream's images."""
+    images = ["'self'", "https:"]
+    upstream = urlsplit(current_app.extensions["webhook_app"].settings.dp_api_url)
+    if upstream.scheme == "http":  # the sandbox, on this machine
+        images.append(f"http://{upstream.netloc}")
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        f"img-src {' '.join(images)}; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
+    )
 
 
 @blueprint.route("/login", methods=["GET", "POST"])
