@@ -5,7 +5,6 @@ see its four images rendered, sign out. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,9 +136,3 @@ def test_a_job_seen_from_the_dashboard(stack: Stack, chromium: Any) -> None:
     expect(page).to_have_url(f"{stack.url}/login?next=/jobs/{job_id}")
     assert problems == []
     context.close()
-
-
-def test_chromium_is_where_the_tests_look_for_it() -> None:
-    """scripts/test installs it when missing; say so plainly when it could not."""
-    if REQUIRE_SERVICES:
-        assert Path(CHROMIUM).exists() or shutil.which("chromium"), "Chromium is missing"
