@@ -49,6 +49,7 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(
         ],
         capture_output=True,
         text=True,
+        cwd=tmp_path,  # its cache of crashes goes there
         timeout=300,
         check=False,
     )

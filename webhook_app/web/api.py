@@ -123,7 +123,7 @@ def list_jobs() -> Any:
     status = args.get("status")
     if status is not None and status not in {s.value for s in JobStatus}:
         return invalid("status", f"must be one of {', '.join(s.value for s in JobStatus)}", 400)
-    created_after = _created_after()
+    created_after, prompt_contains = _created_after(), _text_filter()
     try:
         limit = int(args.get("limit", 50))
     except ValueError:
@@ -137,7 +137,7 @@ def list_jobs() -> Any:
             created_after=created_after,
             limit=limit,
             cursor=args.get("cursor") or None,
-            prompt_contains=_text_filter(),
+            prompt_contains=prompt_contains,
         )
         return jsonify({"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.next_cursor})
 
@@ -166,9 +166,10 @@ def get_job(session: Any, job: Job) -> Any:
 @blueprint.get("/stats")
 def stats() -> Any:
     """Jobs per status, with the same filters as the list."""
+    created_after, prompt_contains = _created_after(), _text_filter()
     with services().db.transaction() as session:
         counts = jobs.count_by_status(
-            session, created_after=_created_after(), prompt_contains=_text_filter()
+            session, created_after=created_after, prompt_contains=prompt_contains
         )
     return jsonify({"jobs": counts, "total": sum(counts.values())})
 
