@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from webhook_app.settings import Settings, SettingsError
-from webhook_app.states import JobStatus
+from webhook_app.states import TERMINAL, JobStatus
 
 STATUSES = [status.value for status in JobStatus]
 
@@ -360,7 +360,7 @@ def watch(
         else:
             parts = "  ".join(f"{status}={n}" for status, n in counts.items())
             click.echo(f"{now}  {parts}  total={stats['total']}")
-        running = sum(counts.get(s, 0) for s in ("queued", "submitting", "submitted", "processing"))
+        running = sum(n for status, n in counts.items() if status not in TERMINAL)
         if once or (until_idle and running == 0):
             return
         time.sleep(interval)

@@ -29,7 +29,7 @@ from flask import (
 )
 
 from webhook_app.settings import Settings
-from webhook_app.states import JobStatus
+from webhook_app.states import TERMINAL, JobStatus
 from webhook_app.web import openapi, presentation
 from webhook_app.web.internal import ApiAnswer, call_api
 
@@ -42,10 +42,7 @@ blueprint = Blueprint(
 )
 F = TypeVar("F", bound=Callable[..., Any])
 PAGE_SIZE = 20
-RUNNING = frozenset(
-    s.value
-    for s in (JobStatus.QUEUED, JobStatus.SUBMITTING, JobStatus.SUBMITTED, JobStatus.PROCESSING)
-)
+RUNNING = frozenset(s.value for s in JobStatus if s not in TERMINAL)
 # Operator actions: API route suffix -> (label, statuses in which the button is offered).
 # A button appears only when the app has the route; the API decides whether it applies.
 ACTIONS: dict[str, tuple[str, frozenset[str]]] = {
