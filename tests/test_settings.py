@@ -280,6 +280,7 @@ def test_settings_are_frozen() -> None:
 def test_waiters_leave_threads_for_everything_else() -> None:
     assert (Settings.from_env({}).web_threads, Settings.from_env({}).max_waiters) == (8, 4)
     assert Settings.from_env({"WEB_THREADS": "3"}).max_waiters == 1
+    assert Settings.from_env({"WEB_THREADS": "1"}).max_waiters == 0
     assert Settings.from_env({"WEB_THREADS": "16", "MAX_WAITERS": "10"}).max_waiters == 10
     with pytest.raises(SettingsError, match="MAX_WAITERS must be smaller than WEB_THREADS"):
         Settings.from_env({"WEB_THREADS": "4", "MAX_WAITERS": "4"})

@@ -168,7 +168,8 @@ class Settings:
             raise SettingsError("PORT must be between 1 and 65535")
 
         web_threads = int(_number(env, "WEB_THREADS", 8)) or 1
-        max_waiters = int(_number(env, "MAX_WAITERS", max(1, web_threads // 2)))
+        # 0 turns waiting off: with one thread a waiter would block everything else.
+        max_waiters = int(_number(env, "MAX_WAITERS", web_threads // 2))
         if max_waiters >= web_threads:
             raise SettingsError("MAX_WAITERS must be smaller than WEB_THREADS")
 
