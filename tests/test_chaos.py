@@ -168,8 +168,8 @@ def test_worker_killed_mid_submission_loses_nothing_and_pays_once(stack: Stack) 
     client = stack.client()
     replaced = {}
     for job_id in stranded:
-        client.act(job_id, "cancel", reason="worker lost before sending")
-        replaced[job_id] = client.act(job_id, "retry")["id"]
+        client.cancel(job_id, reason="worker lost before sending")
+        replaced[job_id] = client.retry(job_id)["id"]
     effective = [replaced.get(job_id, job_id) for job_id in ids]
     settle(stack, effective)
     print(f"worker killed after {killed_at} generate calls; operator retried {len(stranded)}")

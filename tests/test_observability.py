@@ -156,6 +156,7 @@ def test_follow_up_settings_are_read_and_checked() -> None:
     )
     production = {
         "APP_ENV": "production",
+        "SECRET_KEY": "s",
         "DP_API_KEY": "k",
         "DP_LOGIN_USER": "u",
         "DP_LOGIN_PASSWORD": "p",

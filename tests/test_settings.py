@@ -19,6 +19,7 @@ PRODUCTION = {
     "CALLBACK_SECRET": "callback-secret-prod",
     "API_TOKENS": "token-prod",
     "PUBLIC_BASE_URL": "https://images.example.com",
+    "SECRET_KEY": "session-signing-key-prod",
     "DP_API_KEY": "dp-key",
     "DP_LOGIN_USER": "dp-user",
     "DP_LOGIN_PASSWORD": "dp-password",
@@ -55,7 +56,12 @@ def test_development_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         broker_url=f"sqla+sqlite:///{tmp_path}/var/celery-broker.sqlite3",
     )
     assert settings.is_development
-    assert settings.dev_defaults_used == ("CALLBACK_SECRET", "API_TOKENS", "PUBLIC_BASE_URL")
+    assert settings.dev_defaults_used == (
+        "CALLBACK_SECRET",
+        "API_TOKENS",
+        "PUBLIC_BASE_URL",
+        "SECRET_KEY",
+    )
     assert settings.callback_secrets == ("dev-callback-secret",)
     assert settings.api_tokens == ("dev-token",)
     assert settings.public_base_url == "http://127.0.0.1:8000"
@@ -69,14 +75,19 @@ def test_development_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def test_only_the_missing_variables_are_reported_as_dev_defaults() -> None:
     settings = Settings.from_env({"CALLBACK_SECRET": "mine", "API_TOKENS": "  "})
     assert settings.callback_secrets == ("mine",)
-    assert settings.dev_defaults_used == ("API_TOKENS", "PUBLIC_BASE_URL")
+    assert settings.dev_defaults_used == ("API_TOKENS", "PUBLIC_BASE_URL", "SECRET_KEY")
 
 
 def test_the_test_environment_is_relaxed_too() -> None:
     settings = Settings.from_env({"APP_ENV": "test"})
     assert settings.environment == "test"
     assert not settings.is_development
-    assert settings.dev_defaults_used == ("CALLBACK_SECRET", "API_TOKENS", "PUBLIC_BASE_URL")
+    assert settings.dev_defaults_used == (
+        "CALLBACK_SECRET",
+        "API_TOKENS",
+        "PUBLIC_BASE_URL",
+        "SECRET_KEY",
+    )
 
 
 def test_blank_app_env_means_development() -> None:
@@ -111,9 +122,12 @@ def test_complete_production_settings() -> None:
     assert settings.database_url == "postgresql+psycopg://app:pw@db.internal:5432/app"
     assert settings.broker_url == "redis://redis.internal:6379/0"
     assert settings.public_base_url == "https://images.example.com"
+    assert settings.secret_key == "session-signing-key-prod"
 
 
-@pytest.mark.parametrize("name", ["CALLBACK_SECRET", "API_TOKENS", "PUBLIC_BASE_URL", "DP_API_KEY"])
+@pytest.mark.parametrize(
+    "name", ["CALLBACK_SECRET", "API_TOKENS", "PUBLIC_BASE_URL", "SECRET_KEY", "DP_API_KEY"]
+)
 @pytest.mark.parametrize("value", [None, "", "   "])
 def test_production_refuses_a_missing_secret(name: str, value: str | None) -> None:
     with pytest.raises(SettingsError, match=f"{name} must be set when APP_ENV=production"):
@@ -261,3 +275,12 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_waiters_leave_threads_for_everything_else() -> None:
+    assert (Settings.from_env({}).web_threads, Settings.from_env({}).max_waiters) == (8, 4)
+    assert Settings.from_env({"WEB_THREADS": "3"}).max_waiters == 1
+    assert Settings.from_env({"WEB_THREADS": "1"}).max_waiters == 0
+    assert Settings.from_env({"WEB_THREADS": "16", "MAX_WAITERS": "10"}).max_waiters == 10
+    with pytest.raises(SettingsError, match="MAX_WAITERS must be smaller than WEB_THREADS"):
+        Settings.from_env({"WEB_THREADS": "4", "MAX_WAITERS": "4"})

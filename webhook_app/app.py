@@ -58,15 +58,28 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         redactor=redactor,
     )
 
-    from webhook_app.web import api, health, images, notifications, observe, receiver
+    from webhook_app.web import (
+        api,
+        dashboard,
+        health,
+        images,
+        notifications,
+        observe,
+        openapi,
+        receiver,
+        waiting,
+    )
     from webhook_app.web.headers import install_security_headers
 
+    app.extensions["webhook_app.waiters"] = waiting.Waiters(settings.max_waiters)
     observe.init_app(app)
     app.register_blueprint(receiver.blueprint)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(images.blueprint)
     app.register_blueprint(notifications.blueprint)
+    app.register_blueprint(openapi.blueprint)
+    dashboard.init_app(app, settings)
     install_security_headers(app, https=settings.public_base_url.startswith("https://"))
 
     @app.errorhandler(HTTPException)

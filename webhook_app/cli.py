@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 import click
 
 from webhook_app.settings import Settings, SettingsError
+from webhook_app.states import TERMINAL, JobStatus
+
+STATUSES = [status.value for status in JobStatus]
 
 
 def share_metrics_dir() -> None:
@@ -77,11 +81,12 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         f"{host}:{port or settings.port}",
         "--workers",
         str(workers),
-        # Threads let one process hold slow clients without blocking the callback receiver.
+        # Threads let one process hold slow clients and long-polls (?wait=, at most
+        # MAX_WAITERS of them) without blocking the callback receiver.
         "--worker-class",
         "gthread",
         "--threads",
-        os.environ.get("WEB_THREADS", "4"),
+        str(settings.web_threads),
         "--graceful-timeout",
         "20",
         "--timeout",
@@ -225,17 +230,29 @@ def _summary(job: dict[str, Any]) -> str:
 
 
 @main.command()
-@click.argument("prompt")
+@click.argument("prompt", required=False)
+@click.option(
+    "--from",
+    "from_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Submit every request in a file: one prompt a line, or .csv / .jsonl with "
+    "prompt, aspect_ratio, medium, metadata columns.",
+)
 @click.option("--aspect-ratio", default=None, help="1:1 2:3 3:2 3:4 4:3 4:5 5:4 9:16 16:9")
 @click.option("--medium", type=click.Choice(["art", "photography"]), default=None)
 @click.option("--metadata", default=None, help="A JSON object stored with the job.")
-@click.option("--idempotency-key", default=None)
+@click.option(
+    "--idempotency-key", default=None, help="With --from, each line's key is KEY-<line number>."
+)
 @click.option("--wait", is_flag=True, help="Wait until the job is completed, failed or timed out.")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait.")
-@click.option("--json", "as_json", is_flag=True, help="Print the job as JSON.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the job (or, with --from, all) as JSON."
+)
 @with_connection
 def submit(
-    prompt: str,
+    prompt: str | None,
+    from_file: Path | None,
     aspect_ratio: str | None,
     medium: str | None,
     metadata: str | None,
@@ -246,12 +263,23 @@ def submit(
     url: str | None,
     token: str | None,
 ) -> None:
-    """Create a job (and optionally wait for it)."""
+    """Create a job from PROMPT, or one job per line with --from (and optionally wait)."""
+    if (prompt is None) == (from_file is None):
+        raise click.UsageError("give either a PROMPT or --from FILE")
     try:
         meta = json.loads(metadata) if metadata else None
     except ValueError:
         raise click.BadParameter("must be JSON", param_hint="--metadata") from None
     client = _client(url, token)
+    if from_file is not None:
+        defaults = {"aspect_ratio": aspect_ratio, "medium": medium, "metadata": meta}
+        ok = _api_call(
+            lambda: _submit_batch(
+                client, from_file, defaults, idempotency_key, wait, timeout, as_json
+            )
+        )
+        sys.exit(0 if ok else 1)
+    assert prompt is not None
     job = _api_call(
         lambda: client.create_job(
             prompt,
@@ -271,29 +299,39 @@ def submit(
 
 
 @main.command("jobs")
-@click.option("--status", default=None)
+@click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--created-after", default=None, help="ISO-8601 timestamp.")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--q", default=None, help="Only jobs whose prompt contains this text.")
+@click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--cursor", default=None, help="The next page, as printed after the previous one.")
 @click.option("--json", "as_json", is_flag=True)
 @with_connection
 def list_jobs(
     status: str | None,
     created_after: str | None,
+    q: str | None,
     limit: int,
+    cursor: str | None,
     as_json: bool,
     url: str | None,
     token: str | None,
 ) -> None:
-    """List jobs, newest first."""
+    """List jobs, newest first, with the API's filters."""
+    from webhook_app.batch import JOB_COLUMNS, job_row, table
+
     client = _client(url, token)
     page = _api_call(
-        lambda: client.list_jobs(status=status, created_after=created_after, limit=limit)
+        lambda: client.list_jobs(
+            status=status, created_after=created_after, q=q, limit=limit, cursor=cursor
+        )
     )
     if as_json:
         click.echo(json.dumps(page, indent=2))
         return
-    for job in page["jobs"]:
-        click.echo(_summary(job))
+    if page["jobs"]:
+        click.echo(table(JOB_COLUMNS, [job_row(job) for job in page["jobs"]]))
+    else:
+        click.echo("no jobs")
     if page.get("next_cursor"):
         click.echo(f"(more: --cursor {page['next_cursor']})")
 
@@ -317,7 +355,7 @@ def show_job(job_id: str, events: bool, url: str | None, token: str | None) -> N
 def refresh_job(job_id: str, url: str | None, token: str | None) -> None:
     """Ask the upstream about a job now."""
     client = _client(url, token)
-    click.echo(_summary(_api_call(lambda: client.act(job_id, "refresh"))))
+    click.echo(_summary(_api_call(lambda: client.refresh(job_id))))
 
 
 @main.command("retry")
@@ -326,7 +364,7 @@ def refresh_job(job_id: str, url: str | None, token: str | None) -> None:
 def retry_job(job_id: str, url: str | None, token: str | None) -> None:
     """Submit a failed or timed-out job's request again, as a new linked job."""
     client = _client(url, token)
-    click.echo(_summary(_api_call(lambda: client.act(job_id, "retry"))))
+    click.echo(_summary(_api_call(lambda: client.retry(job_id))))
 
 
 @main.command("cancel")
@@ -336,8 +374,7 @@ def retry_job(job_id: str, url: str | None, token: str | None) -> None:
 def cancel_job(job_id: str, reason: str | None, url: str | None, token: str | None) -> None:
     """Fail a job that the upstream has not accepted."""
     client = _client(url, token)
-    body = {"reason": reason} if reason else {}
-    click.echo(_summary(_api_call(lambda: client.act(job_id, "cancel", **body))))
+    click.echo(_summary(_api_call(lambda: client.cancel(job_id, reason=reason))))
 
 
 # --- API tokens (an operator's action, straight on the database) ---------------------------
@@ -524,3 +561,95 @@ def replay_notification(notification_id: str, **connection: str | None) -> None:
     client = _client(connection["url"], connection["token"])
     replayed = _api_call(lambda: client.replay_notification(notification_id))
     click.echo(f"{replayed['id']}  {replayed['state']}  queued again")
+
+
+@main.command()
+@click.option(
+    "--interval", type=float, default=2.0, show_default=True, help="Seconds between looks."
+)
+@click.option("--once", is_flag=True, help="Print the counts once and exit.")
+@click.option("--until-idle", is_flag=True, help="Exit once no job is queued or in flight.")
+@click.option("--created-after", default=None, help="Only jobs created after this ISO-8601 time.")
+@click.option("--q", default=None, help="Only jobs whose prompt contains this text.")
+@with_connection
+def watch(
+    interval: float,
+    once: bool,
+    until_idle: bool,
+    created_after: str | None,
+    q: str | None,
+    url: str | None,
+    token: str | None,
+) -> None:
+    """Live counts of jobs by status (Ctrl-C stops)."""
+    from webhook_app.batch import table
+
+    client = _client(url, token)
+    redraw = sys.stdout.isatty() and not once
+    while True:
+        stats = _api_call(lambda: client.stats(created_after=created_after, q=q))
+        counts = stats["jobs"]
+        now = time.strftime("%H:%M:%S")
+        if redraw:
+            click.clear()
+            click.echo(f"jobs by status at {now}  (every {interval:g}s, Ctrl-C stops)\n")
+            rows = [(status, n, "#" * min(n, 50)) for status, n in counts.items()]
+            click.echo(table(("status", "jobs", ""), [*rows, ("total", stats["total"], "")]))
+        else:
+            parts = "  ".join(f"{status}={n}" for status, n in counts.items())
+            click.echo(f"{now}  {parts}  total={stats['total']}")
+        running = sum(n for status, n in counts.items() if status not in TERMINAL)
+        if once or (until_idle and running == 0):
+            return
+        time.sleep(interval)
+
+
+def _submit_batch(
+    client: Any,
+    path: Path,
+    defaults: dict[str, Any],
+    idempotency_key: str | None,
+    wait: bool,
+    timeout: float,
+    as_json: bool,
+) -> bool:
+    """Submit every line of the file, optionally wait for them; True when all went well."""
+    from webhook_app.batch import BatchFileError, Outcome, outcomes_table, read_batch, tally
+    from webhook_app.client import Conflict, InvalidRequest
+
+    try:
+        lines = read_batch(path)
+    except BatchFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    outcomes = []
+    with click.progressbar(lines, label="Submitting", file=sys.stderr, show_pos=True) as bar:
+        for line in bar:
+            fields = {**{k: v for k, v in defaults.items() if v is not None}, **line.request}
+            key = f"{idempotency_key}-{line.number}" if idempotency_key else None
+            try:
+                job = client.create_job(fields.pop("prompt"), idempotency_key=key, **fields)
+            except (InvalidRequest, Conflict) as exc:  # this line's fault: go on with the rest
+                error = exc.body.get("error") if isinstance(exc.body, dict) else None
+                outcomes.append(Outcome(line, error=error or {"message": str(exc)}))
+            else:
+                outcomes.append(Outcome(line, job=job))
+    if wait:
+        deadline = time.monotonic() + timeout
+        submitted = [o for o in outcomes if o.job]
+        with click.progressbar(
+            length=len(submitted), label="Waiting   ", file=sys.stderr, show_pos=True
+        ) as bar:
+            for outcome in submitted:
+                assert outcome.job is not None
+                job_id = outcome.job["id"]
+                remaining = max(0.0, deadline - time.monotonic())
+                outcome.job = client.wait(job_id, timeout=remaining)
+                bar.update(1)
+    if as_json:
+        click.echo(json.dumps([o.as_json() for o in outcomes], indent=2))
+    else:
+        click.echo(outcomes_table(outcomes))
+        click.echo(tally(outcomes))
+    if wait:
+        return all(o.job and o.job["status"] == "completed" for o in outcomes)
+    return all(o.job and o.job["status"] not in ("failed", "timed_out") for o in outcomes)

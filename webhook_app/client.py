@@ -1,18 +1,102 @@
-"""A small client for the query API, used by the CLI and by scripts."""
+"""A small client for the query API, used by the CLI and by scripts.
+
+```python
+client = Client("http://127.0.0.1:8000", "dev-token")
+job = client.create_job("a lighthouse at dawn")
+job = client.wait(job["id"])            # long-polls GET /api/v1/jobs/<id>?wait=
+for job in client.iter_jobs(status="failed"):
+    client.retry(job["id"])
+```
+
+Errors of the API are raised as `ApiError` subclasses chosen by status (`InvalidRequest`,
+`Unauthorized`, `Forbidden`, `NotFound`, `Conflict`, `ServiceUnavailable`); a service that
+cannot be reached raises `requests.RequestException`.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal, TypedDict, cast
 
 import requests
 
 TERMINAL = ("completed", "failed", "timed_out")
+# The server's cap on one long-poll (GET /api/v1/jobs/<id>?wait=).
+MAX_WAIT = 60.0
+
+Status = Literal[
+    "queued", "submitting", "submitted", "processing", "timed_out", "completed", "failed"
+]
+
+
+class Item(TypedDict):
+    uuid: str
+    dp_item_id: int | None
+    preview_url: str | None
+    width: int | None
+    height: int | None
+    type: str | None
+
+
+class Job(TypedDict):
+    id: str
+    kind: str
+    status: Status
+    prompt: str
+    aspect_ratio: str | None
+    medium: str | None
+    metadata: dict[str, Any] | None
+    idempotency_key: str | None
+    generation_uuid: str | None
+    upstream_status: str | None
+    purchase_status: str | None
+    submission: str | None
+    attempts: int
+    last_error: dict[str, Any] | None
+    items: list[Item]
+    created_at: str
+    updated_at: str
+    submitted_at: str | None
+    finished_at: str | None
+    deadline_at: str
+    links: dict[str, str]
+
+
+class JobPage(TypedDict):
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class Event(TypedDict):
+    at: str
+    source: str
+    to: str
+    detail: dict[str, Any] | None
+    # also "from": the previous status (a keyword in Python, so read it as event["from"])
+
+
+class Delivery(TypedDict):
+    id: int
+    received_at: str
+    last_received_at: str
+    received_count: int
+    outcome: str
+    detail: str | None
+    content_type: str | None
+    headers: dict[str, str] | None
+    source_addr: str | None
+    body: str
+    body_encoding: Literal["utf-8", "hex"]
+
+
+class Stats(TypedDict):
+    jobs: dict[str, int]
+    total: int
 
 
 class ApiError(Exception):
-    """The API answered with an error; `status` and `body` say which."""
+    """The API answered with an error; `status`, `code`, `field` and `body` say which."""
 
     def __init__(self, status: int, body: Any) -> None:
         error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -21,6 +105,45 @@ class ApiError(Exception):
         self.body = body
         self.code = error.get("code")
         self.field = error.get("field")
+
+    @staticmethod
+    def of(status: int, body: Any) -> ApiError:
+        kind = _BY_STATUS.get(status, ServiceUnavailable if status >= 500 else ApiError)
+        return kind(status, body)
+
+
+class InvalidRequest(ApiError):
+    """400 or 422: `field` names the parameter or field at fault."""
+
+
+class Unauthorized(ApiError):
+    """401: no valid token."""
+
+
+class Forbidden(ApiError):
+    """403: the token may not do this."""
+
+
+class NotFound(ApiError):
+    """404: no such job (or route)."""
+
+
+class Conflict(ApiError):
+    """409: not possible in the job's state, or an Idempotency-Key reused."""
+
+
+class ServiceUnavailable(ApiError):
+    """5xx: try again later."""
+
+
+_BY_STATUS: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    422: InvalidRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}
 
 
 class Client:
@@ -32,14 +155,18 @@ class Client:
         self._http.headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self._http.request(method, self._url + path, timeout=self._timeout, **kwargs)
+    def _request(
+        self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
+    ) -> Any:
+        response = self._http.request(
+            method, self._url + path, timeout=timeout or self._timeout, **kwargs
+        )
         try:
             body = response.json()
         except ValueError:
             body = response.text
         if response.status_code >= 400:
-            raise ApiError(response.status_code, body)
+            raise ApiError.of(response.status_code, body)
         return body
 
     def create_job(
@@ -50,7 +177,7 @@ class Client:
         medium: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Job:
         payload: dict[str, Any] = {"prompt": prompt}
         for key, value in (
             ("aspect_ratio", aspect_ratio),
@@ -60,23 +187,30 @@ class Client:
             if value is not None:
                 payload[key] = value
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        result: dict[str, Any] = self._request(
-            "POST", "/api/v1/jobs", json=payload, headers=headers
+        return cast(Job, self._request("POST", "/api/v1/jobs", json=payload, headers=headers))
+
+    def get_job(self, job_id: str, *, wait: float | None = None) -> Job:
+        """The job; with `wait`, once it is terminal or `wait` seconds (at most 60) pass."""
+        if not wait:
+            return cast(Job, self._request("GET", f"/api/v1/jobs/{job_id}"))
+        return cast(
+            Job,
+            self._request(
+                "GET",
+                f"/api/v1/jobs/{job_id}",
+                params={"wait": f"{wait:g}"},
+                timeout=wait + self._timeout,
+            ),
         )
-        return result
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/api/v1/jobs/{job_id}")
-        return result
-
-    def list_jobs(self, **filters: Any) -> dict[str, Any]:
+    def list_jobs(self, **filters: Any) -> JobPage:
+        """One page: filters `status`, `created_after`, `q`, `limit`, `cursor`."""
         params = {key: value for key, value in filters.items() if value is not None}
-        result: dict[str, Any] = self._request("GET", "/api/v1/jobs", params=params)
-        return result
+        return cast(JobPage, self._request("GET", "/api/v1/jobs", params=params))
 
-    def iter_jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+    def iter_jobs(self, **filters: Any) -> Iterator[Job]:
         """Every job matching the filters, following cursors page by page."""
-        cursor = None
+        cursor = filters.pop("cursor", None)
         while True:
             page = self.list_jobs(**filters, cursor=cursor)
             yield from page["jobs"]
@@ -84,27 +218,48 @@ class Client:
             if not cursor:
                 return
 
-    def events(self, job_id: str) -> list[dict[str, Any]]:
+    def stats(self, **filters: Any) -> Stats:
+        """How many jobs are in each status (filters `created_after`, `q`)."""
+        params = {key: value for key, value in filters.items() if value is not None}
+        return cast(Stats, self._request("GET", "/api/v1/stats", params=params))
+
+    def events(self, job_id: str) -> list[Event]:
         return list(self._request("GET", f"/api/v1/jobs/{job_id}/events")["events"])
 
-    def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+    def deliveries(self, job_id: str) -> list[Delivery]:
         return list(self._request("GET", f"/api/v1/jobs/{job_id}/deliveries")["deliveries"])
 
-    def act(self, job_id: str, action: str, **body: Any) -> dict[str, Any]:
-        """An operator action: refresh, retry or cancel."""
-        result: dict[str, Any] = self._request(
-            "POST", f"/api/v1/jobs/{job_id}/{action}", json=body or None
-        )
-        return result
+    def refresh(self, job_id: str) -> Job:
+        """Ask the upstream about the job now; answers the job as it stands."""
+        return cast(Job, self._request("POST", f"/api/v1/jobs/{job_id}/refresh"))
 
-    def wait(self, job_id: str, *, timeout: float = 300, interval: float = 1.0) -> dict[str, Any]:
-        """Poll until the job is terminal or the timeout passes; return its last state."""
+    def retry(self, job_id: str) -> Job:
+        """Submit a failed or timed-out job again; answers the new, linked job."""
+        return cast(Job, self._request("POST", f"/api/v1/jobs/{job_id}/retry"))
+
+    def cancel(self, job_id: str, *, reason: str | None = None) -> Job:
+        """Fail a job that the upstream has not accepted."""
+        body = {"reason": reason} if reason else None
+        return cast(Job, self._request("POST", f"/api/v1/jobs/{job_id}/cancel", json=body))
+
+    def wait(self, job_id: str, *, timeout: float = 300, interval: float = 1.0) -> Job:
+        """The job once it is terminal, or as it is when `timeout` seconds have passed.
+
+        Each request is held by the server until the job settles (long-poll), so this makes
+        a request a minute rather than one a second. When the server answers early without a
+        final state (it was holding as many waiting requests as it allows), it pauses for
+        `interval` before asking again.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            job = self.get_job(job_id)
+            remaining = deadline - time.monotonic()
+            asked = max(0.0, min(remaining, MAX_WAIT))
+            started = time.monotonic()
+            job = self.get_job(job_id, wait=asked)
             if job["status"] in TERMINAL or time.monotonic() >= deadline:
                 return job
-            time.sleep(interval)
+            if time.monotonic() - started < asked - 1:
+                time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     # --- subscriptions and notifications ---------------------------------------------------
 

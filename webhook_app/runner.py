@@ -38,7 +38,9 @@ def _banner(settings: Settings, port: int, environ: dict[str, str]) -> str:
     lines = [
         "",
         "webhook_app is starting",
+        f"  dashboard     {base}/   (sign in with the API token)",
         f"  API           {base}/api/v1/jobs   (bearer token: {token})",
+        f"  API document  {base}/api/v1/openapi.json",
         f"  health        {base}/healthz  {base}/readyz",
         f"  database      {settings.database_url.split('@')[-1]}",
         f"  broker        {settings.broker_url.split('@')[-1]}",

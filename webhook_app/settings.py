@@ -19,6 +19,7 @@ DEV_DEFAULTS = {
     "CALLBACK_SECRET": "dev-callback-secret",
     "API_TOKENS": "dev-token",
     "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+    "SECRET_KEY": "dev-secret-key",
 }
 
 
@@ -112,6 +113,11 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int | None = None
+    # Signs the dashboard's session cookie.
+    secret_key: str = DEV_DEFAULTS["SECRET_KEY"]
+    web_threads: int = 8
+    # Requests allowed to hold a thread while waiting for a job (?wait=), per web process.
+    max_waiters: int = 4
     dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -199,6 +205,11 @@ class Settings:
         trust_proxy_hops = _number(env, "TRUST_PROXY_HOPS", 0.0)
         if not trust_proxy_hops.is_integer():
             raise SettingsError("TRUST_PROXY_HOPS must be a whole number")
+        web_threads = int(_number(env, "WEB_THREADS", 8)) or 1
+        # 0 turns waiting off: with one thread a waiter would block everything else.
+        max_waiters = int(_number(env, "MAX_WAITERS", web_threads // 2))
+        if max_waiters >= web_threads:
+            raise SettingsError("MAX_WAITERS must be smaller than WEB_THREADS")
 
         return cls(
             environment=environment,
@@ -226,6 +237,9 @@ class Settings:
             retry_backoff_max=_number(env, "RETRY_BACKOFF_MAX", 300.0),
             callback_allowed_networks=_networks(env, "CALLBACK_ALLOWED_NETWORKS"),
             trust_proxy_hops=int(trust_proxy_hops),
+            secret_key=required("SECRET_KEY"),
+            web_threads=web_threads,
+            max_waiters=max_waiters,
             dev_defaults_used=tuple(used_defaults),
             **_follow_up_settings(env, environment),
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -63,6 +63,8 @@ class JobRequest:
         prompt = data.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             raise InvalidRequest("prompt", "is required and must be a non-empty string")
+        if "\x00" in prompt:
+            raise InvalidRequest("prompt", "must not contain NUL characters")
         if len(prompt) > MAX_PROMPT:
             raise InvalidRequest("prompt", f"must be at most {MAX_PROMPT} characters")
         if any(_unstorable(c) for c in prompt):
@@ -79,6 +81,8 @@ class JobRequest:
                 raise InvalidRequest("metadata", "must be a JSON object")
             if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
                 raise InvalidRequest("metadata", f"must be at most {MAX_METADATA_BYTES} bytes")
+            if holds_nul(metadata):
+                raise InvalidRequest("metadata", "must not contain NUL characters")
         return cls(prompt=prompt, aspect_ratio=aspect_ratio, medium=medium, metadata=metadata)
 
     def matches(self, job: Job) -> bool:
@@ -88,6 +92,17 @@ class JobRequest:
             self.medium,
             dict(self.metadata) if self.metadata else None,
         )
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a JSON value has a NUL character anywhere (PostgreSQL cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(holds_nul(k) or holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(v) for v in value)
+    return False
 
 
 def create_job(
@@ -102,6 +117,8 @@ def create_job(
     """Insert a queued job, or return the one this idempotency key already made."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise InvalidRequest("Idempotency-Key", "must be 1 to 200 characters")
+    if idempotency_key is not None and "\x00" in idempotency_key:
+        raise InvalidRequest("Idempotency-Key", "must not contain NUL characters")
     job = Job(
         prompt=request.prompt,
         aspect_ratio=request.aspect_ratio,
@@ -145,7 +162,16 @@ def lock_job(
 
 
 def get_job(session: Session, public_id: str) -> Job | None:
+    if "\x00" in public_id:  # PostgreSQL text cannot hold it; no id contains it
+        return None
     return session.scalar(select(Job).where(Job.public_id == public_id))
+
+
+def status_of(session: Session, public_id: str) -> str | None:
+    """The job's status alone (a cheap read for waiting), or None if there is no such job."""
+    if "\x00" in public_id:
+        return None
+    return session.scalar(select(Job.status).where(Job.public_id == public_id))
 
 
 @dataclass(frozen=True)
@@ -176,19 +202,43 @@ def list_jobs(
     created_after: datetime | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    prompt_contains: str | None = None,
 ) -> Page:
     """Newest first. The cursor is the last id seen, so new jobs never shift later pages."""
     query = select(Job).order_by(Job.id.desc()).limit(limit + 1)
-    if status is not None:
-        query = query.where(Job.status == status)
-    if created_after is not None:
-        query = query.where(Job.created_at > created_after)
+    query = _filtered(query, status, created_after, prompt_contains)
     if cursor is not None:
         query = query.where(Job.id < decode_cursor(cursor))
     jobs = list(session.scalars(query))
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return Page(jobs=jobs, next_cursor=encode_cursor(jobs[-1].id) if more else None)
+
+
+def _filtered(
+    query: Any, status: str | None, created_after: datetime | None, prompt_contains: str | None
+) -> Any:
+    if status is not None:
+        query = query.where(Job.status == status)
+    if created_after is not None:
+        query = query.where(Job.created_at > created_after)
+    if prompt_contains:
+        if "\x00" in prompt_contains:
+            raise InvalidRequest("q", "must not contain NUL characters")
+        query = query.where(Job.prompt.icontains(prompt_contains, autoescape=True))
+    return query
+
+
+def count_by_status(
+    session: Session, *, created_after: datetime | None = None, prompt_contains: str | None = None
+) -> dict[str, int]:
+    """How many jobs are in each status (every status named, zero included)."""
+    query = _filtered(
+        select(Job.status, func.count()).group_by(Job.status), None, created_after, prompt_contains
+    )
+    counts = {status.value: 0 for status in JobStatus}
+    counts.update({status: number for status, number in session.execute(query).all()})
+    return counts
 
 
 def deliveries_of(session: Session, job: Job) -> Sequence[Delivery]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from webhook_app.models import Job, Subscription
-from webhook_app.services.jobs import InvalidRequest
+from webhook_app.services.jobs import InvalidRequest, holds_nul
 from webhook_app.signing import new_secret
 from webhook_app.states import TERMINAL
 
@@ -25,6 +25,9 @@ def create_subscription(session: Session, data: Any, *, now: datetime) -> Subscr
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise InvalidRequest(unknown[0], "is not a known field")
+    for name in sorted(FIELDS):
+        if holds_nul(data.get(name)):
+            raise InvalidRequest(name, "must not contain NUL characters")
     url = data.get("url")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
         raise InvalidRequest("url", "must be an http(s) URL")

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from webhook_app.app import error_body, services
 from webhook_app.models import Job, is_public_id, utcnow
 from webhook_app.payloads import PayloadError, parse_json
 from webhook_app.services import jobs, operator
 from webhook_app.states import JobStatus
+from webhook_app.web import waiting
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
 from webhook_app.web.serialize import delivery_json, event_json, job_json
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+# A bad query parameter or header is a 400; a bad field of a job request a 422.
+QUERY_FIELDS = ("body", "cursor", "Idempotency-Key", "created_after", "q", "wait")
+MAX_QUERY_TEXT = 200
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?", re.ASCII)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -30,7 +36,7 @@ blueprint.before_request(authenticate)
 
 @blueprint.errorhandler(jobs.InvalidRequest)
 def _invalid_request(exc: jobs.InvalidRequest) -> Any:
-    status = 400 if exc.field in ("body", "cursor", "Idempotency-Key") else 422
+    status = 400 if exc.field in QUERY_FIELDS else 422
     return invalid(exc.field, exc.message, status)
 
 
@@ -79,22 +85,38 @@ def create_job() -> Any:
     return jsonify(body), 202, headers
 
 
+def _created_after() -> datetime | None:
+    if "created_after" not in request.args:
+        return None
+    raw = request.args["created_after"].strip().upper()
+    # An unescaped "+" in a query string arrives as a space.
+    raw = re.sub(r"(T[\d:.]+) (\d\d:\d\d)$", r"\1+\2", raw)
+    try:
+        if not TIMESTAMP.fullmatch(raw):  # a date alone is not an instant
+            raise ValueError(raw)
+        created_after = datetime.fromisoformat(raw)
+        if created_after.tzinfo is None:
+            created_after = created_after.replace(tzinfo=UTC)
+        # Refuse what cannot be stated in UTC (year 9999 at a negative offset).
+        return created_after.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise jobs.InvalidRequest("created_after", "must be an ISO-8601 date and time") from None
+
+
+def _text_filter() -> str | None:
+    q = request.args.get("q") or None
+    if q is not None and len(q) > MAX_QUERY_TEXT:
+        raise jobs.InvalidRequest("q", f"must be at most {MAX_QUERY_TEXT} characters")
+    return q
+
+
 @blueprint.get("/jobs")
 def list_jobs() -> Any:
     args = request.args
-    status = args.get("status") or None
+    status = args.get("status")
     if status is not None and status not in {s.value for s in JobStatus}:
         return invalid("status", f"must be one of {', '.join(s.value for s in JobStatus)}", 400)
-    created_after = None
-    if args.get("created_after"):
-        try:
-            # An unescaped "+" in a query string arrives as a space.
-            raw = args["created_after"].strip().replace(" ", "+").replace("Z", "+00:00")
-            created_after = datetime.fromisoformat(raw)
-        except ValueError:
-            return invalid("created_after", "must be an ISO-8601 timestamp", 400)
-        if created_after.tzinfo is None:
-            created_after = created_after.replace(tzinfo=UTC)
+    created_after, prompt_contains = _created_after(), _text_filter()
     try:
         limit = int(args.get("limit", 50))
     except ValueError:
@@ -108,14 +130,41 @@ def list_jobs() -> Any:
             created_after=created_after,
             limit=limit,
             cursor=args.get("cursor") or None,
+            prompt_contains=prompt_contains,
         )
         return jsonify({"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.next_cursor})
 
 
+def _waits(view: F) -> F:
+    """Honour ?wait=N: hold the request until the job is terminal or N seconds pass."""
+
+    @wraps(view)
+    def wrapper(job_id: str) -> Any:
+        seconds = waiting.requested_wait(request.args.get("wait"))
+        if seconds:
+            waiters = current_app.extensions["webhook_app.waiters"]
+            waiting.wait_until_settled(services().db, waiters, job_id[:64], seconds)
+        return view(job_id)
+
+    return wrapper  # type: ignore[return-value]
+
+
 @blueprint.get("/jobs/<job_id>")
+@_waits
 @_found
 def get_job(session: Any, job: Job) -> Any:
     return jsonify(job_json(job))
+
+
+@blueprint.get("/stats")
+def stats() -> Any:
+    """Jobs per status, with the same filters as the list."""
+    created_after, prompt_contains = _created_after(), _text_filter()
+    with services().db.transaction() as session:
+        counts = jobs.count_by_status(
+            session, created_after=created_after, prompt_contains=prompt_contains
+        )
+    return jsonify({"jobs": counts, "total": sum(counts.values())})
 
 
 @blueprint.get("/jobs/<job_id>/deliveries")

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, redirect, request
 
 from webhook_app.app import error_body, services
 from webhook_app.archive.storage import StorageError
+from webhook_app.models import is_public_id
 from webhook_app.services.archive import ARCHIVED, find_item
 from webhook_app.web.auth import authenticate
 
@@ -22,8 +23,10 @@ CACHE_FOREVER = "private, max-age=31536000, immutable"
 
 @blueprint.get("/jobs/<job_id>/items/<item_uuid>/image")
 def item_image(job_id: str, item_uuid: str) -> Any:
+    if not is_public_id(job_id) or "\x00" in item_uuid:
+        return jsonify(error_body("not_found", "no such item in this job")), 404
     with services().db.transaction() as session:
-        item = find_item(session, job_id[:64], item_uuid[:64])
+        item = find_item(session, job_id, item_uuid[:64])
         if item is None:
             return jsonify(error_body("not_found", "no such item in this job")), 404
         archive, preview_url = item.archive, item.preview_url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -57,8 +58,17 @@ def attempt_json(attempt: NotificationAttempt) -> dict[str, Any]:
     }
 
 
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _not_found(what: str, public_id: str) -> Any:
     return jsonify(error_body("not_found", f"no {what} {public_id[:64]!r}")), 404
+
+
+def _id(value: str) -> str:
+    """The id if it has the shape of one, else a value that matches nothing (never queried
+    with characters the database refuses)."""
+    return value if _ID.fullmatch(value) else "-"
 
 
 @blueprint.post("/subscriptions")
@@ -84,7 +94,7 @@ def list_subscriptions() -> Any:
 @blueprint.get("/subscriptions/<subscription_id>")
 def get_subscription(subscription_id: str) -> Any:
     with services().db.transaction() as session:
-        subscription = subscriptions.get_subscription(session, subscription_id[:64])
+        subscription = subscriptions.get_subscription(session, _id(subscription_id))
         if subscription is None:
             return _not_found("subscription", subscription_id)
         return jsonify(subscription_json(subscription))
@@ -94,7 +104,7 @@ def get_subscription(subscription_id: str) -> Any:
 @requires_scope(WRITE)
 def delete_subscription(subscription_id: str) -> Any:
     with services().db.transaction() as session:
-        if not subscriptions.delete_subscription(session, subscription_id[:64]):
+        if not subscriptions.delete_subscription(session, _id(subscription_id)):
             return _not_found("subscription", subscription_id)
     return "", 204
 
@@ -114,11 +124,11 @@ def list_notifications() -> Any:
     with services().db.transaction() as session:
         job = subscription = None
         if args.get("job_id"):
-            job = jobs.get_job(session, args["job_id"][:64])
+            job = jobs.get_job(session, _id(args["job_id"]))
             if job is None:
                 return _not_found("job", args["job_id"])
         if args.get("subscription_id"):
-            subscription = subscriptions.get_subscription(session, args["subscription_id"][:64])
+            subscription = subscriptions.get_subscription(session, _id(args["subscription_id"]))
             if subscription is None:
                 return _not_found("subscription", args["subscription_id"])
         found = notifications.list_notifications(
@@ -130,7 +140,7 @@ def list_notifications() -> Any:
 @blueprint.get("/notifications/<notification_id>")
 def get_notification(notification_id: str) -> Any:
     with services().db.transaction() as session:
-        notification = notifications.get_notification(session, notification_id[:64])
+        notification = notifications.get_notification(session, _id(notification_id))
         if notification is None:
             return _not_found("notification", notification_id)
         attempts = notifications.attempts_of(session, notification)
@@ -147,7 +157,7 @@ def get_notification(notification_id: str) -> Any:
 @requires_scope(WRITE)
 def replay_notification(notification_id: str) -> Any:
     with services().db.transaction() as session:
-        notification = notifications.replay(session, notification_id[:64], now=utcnow())
+        notification = notifications.replay(session, _id(notification_id), now=utcnow())
         if notification is None:
             return _not_found("notification", notification_id)
         body = notification_json(notification)

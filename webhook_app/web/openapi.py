@@ -1,0 +1,697 @@
+"""The OpenAPI 3.1 document of the query API and the callback receiver.
+
+Served without authentication at /api/v1/openapi.json. `OPERATIONS` describes every route;
+the served document holds those the running app actually has, so an operation described here
+ahead of its route appears once the route exists. tests/test_openapi.py checks the reverse
+(every route is described) and checks real answers against the schemas.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify
+
+from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
+from webhook_app.services.jobs import MAX_PAGE
+from webhook_app.services.progress import Outcome
+from webhook_app.states import JobStatus
+from webhook_app.web.waiting import MAX_WAIT
+
+blueprint = Blueprint("openapi", __name__)
+
+STATUSES = [s.value for s in JobStatus]
+NULLABLE_STRING = {"type": ["string", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+TIME = {"type": "string", "format": "date-time"}
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def answer(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/responses/{name}"}
+
+
+def json_body(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
+def obj(properties: dict[str, Any], *optional: str, **extra: Any) -> dict[str, Any]:
+    """An object schema whose properties are all required except `optional`."""
+    required = [name for name in properties if name not in optional]
+    return {"type": "object", "required": required, "properties": properties, **extra}
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string", "description": "the parameter or field at fault"},
+                },
+                "field",
+            )
+        }
+    ),
+    "JobRequest": obj(
+        {
+            "prompt": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_PROMPT,
+                "pattern": r"\S",
+                "description": "what to draw; not only spaces",
+            },
+            "aspect_ratio": {"enum": [*ASPECT_RATIOS, None]},
+            "medium": {"enum": [*MEDIUMS, None]},
+            "metadata": {
+                "type": ["object", "null"],
+                "description": "stored with the job and returned as given; at most 8 KiB as JSON",
+            },
+        },
+        "aspect_ratio",
+        "medium",
+        "metadata",
+        additionalProperties=False,
+    ),
+    "Item": obj(
+        {
+            "uuid": {"type": "string"},
+            "dp_item_id": NULLABLE_INT,
+            "preview_url": NULLABLE_STRING,
+            "width": NULLABLE_INT,
+            "height": NULLABLE_INT,
+            "type": NULLABLE_STRING,
+            "image_url": {
+                "type": ["string", "null"],
+                "description": "our archived copy once kept, else the upstream's preview URL",
+            },
+            "archive": {
+                "type": ["object", "null"],
+                "description": "our copy of the image: `state` pending, archived or failed",
+                "properties": {"state": {"enum": ["pending", "archived", "failed"]}},
+            },
+        },
+        "image_url",
+        "archive",
+    ),
+    "LastError": {
+        "type": ["object", "null"],
+        "properties": {
+            "kind": {"type": "string"},
+            "code": {"type": ["string", "integer", "null"]},
+            "message": NULLABLE_STRING,
+            "exception": NULLABLE_STRING,
+            "at": NULLABLE_TIME,
+        },
+    },
+    "Job": obj(
+        {
+            "id": {"type": "string"},
+            "kind": {"type": "string"},
+            "status": {"enum": STATUSES},
+            "prompt": {"type": "string"},
+            "aspect_ratio": NULLABLE_STRING,
+            "medium": NULLABLE_STRING,
+            "metadata": {"type": ["object", "null"]},
+            "idempotency_key": NULLABLE_STRING,
+            "generation_uuid": NULLABLE_STRING,
+            "upstream_status": NULLABLE_STRING,
+            "purchase_status": NULLABLE_STRING,
+            "submission": {
+                "enum": ["in_flight", "retry", "unknown", None],
+                "description": "where the submission stands while the job is `submitting`",
+            },
+            "attempts": {"type": "integer", "minimum": 0},
+            "last_error": ref("LastError"),
+            "retry_of": {
+                "type": ["string", "null"],
+                "description": "the job an operator retried as this one",
+            },
+            "results_archived": {
+                "type": "boolean",
+                "description": "every item's image is kept in our own archive",
+            },
+            "items": {"type": "array", "items": ref("Item")},
+            "created_at": TIME,
+            "updated_at": TIME,
+            "submitted_at": NULLABLE_TIME,
+            "finished_at": NULLABLE_TIME,
+            "deadline_at": TIME,
+            "links": obj(
+                {
+                    "self": {"type": "string"},
+                    "events": {"type": "string"},
+                    "deliveries": {"type": "string"},
+                }
+            ),
+        }
+    ),
+    "Subscription": obj(
+        {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "description": NULLABLE_STRING,
+            "statuses": {"type": ["array", "null"], "items": {"type": "string"}},
+            "metadata": {"type": ["object", "null"]},
+            "created_at": TIME,
+            "secret": {
+                "type": "string",
+                "description": "the `whsec_` signing secret; only in the answer that creates it",
+            },
+        },
+        "secret",
+    ),
+    "SubscriptionRequest": obj(
+        {
+            "url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "statuses": {
+                "type": ["array", "null"],
+                "minItems": 1,
+                "items": {"enum": ["completed", "failed", "timed_out"]},
+            },
+            "metadata": {"type": ["object", "null"], "minProperties": 1},
+            "description": {"type": ["string", "null"], "maxLength": 200},
+        },
+        "statuses",
+        "metadata",
+        "description",
+        additionalProperties=False,
+    ),
+    "Notification": obj(
+        {
+            "id": {"type": "string"},
+            "subscription_id": {"type": "string"},
+            "job_id": {"type": "string"},
+            "type": {"type": "string"},
+            "state": {"enum": ["pending", "delivered", "failed"]},
+            "attempts": {"type": "integer", "minimum": 0},
+            "last_error": NULLABLE_STRING,
+            "created_at": TIME,
+            "delivered_at": NULLABLE_TIME,
+            "next_attempt_at": NULLABLE_TIME,
+            "payload": {"type": "object", "description": "the signed body, as sent"},
+            "attempt_log": {"type": "array", "items": {"type": "object"}},
+        },
+        "payload",
+        "attempt_log",
+    ),
+    "JobPage": obj(
+        {
+            "jobs": {"type": "array", "items": ref("Job")},
+            "next_cursor": {
+                "type": ["string", "null"],
+                "description": "pass back as `cursor` for the next page; null on the last",
+            },
+        }
+    ),
+    "Stats": obj(
+        {
+            "jobs": obj({status: {"type": "integer", "minimum": 0} for status in STATUSES}),
+            "total": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "Event": obj(
+        {
+            "at": TIME,
+            "source": {"type": "string"},
+            "from": {"type": ["string", "null"]},
+            "to": {"type": "string"},
+            "detail": {"type": ["object", "null"]},
+        }
+    ),
+    "Delivery": obj(
+        {
+            "id": {"type": "integer"},
+            "received_at": TIME,
+            "last_received_at": TIME,
+            "received_count": {"type": "integer", "minimum": 1},
+            "outcome": {"enum": [o.value for o in Outcome]},
+            "detail": NULLABLE_STRING,
+            "content_type": NULLABLE_STRING,
+            "headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+            "source_addr": NULLABLE_STRING,
+            "body": {"type": "string", "description": "as it arrived (hex when not UTF-8)"},
+            "body_encoding": {"enum": ["utf-8", "hex"]},
+        }
+    ),
+    "CallbackAnswer": obj(
+        {
+            "received": {"const": True},
+            "outcome": {"enum": [o.value for o in Outcome]},
+            "duplicate": {"type": "boolean"},
+            "detail": {"type": "string"},
+        },
+        "detail",
+    ),
+}
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return json_body(ref("Error"), description, **extra)
+
+
+RESPONSES = {
+    "BadRequest": _error("a query parameter, header or body is malformed; `field` names it"),
+    "Unauthorized": _error(
+        "no valid bearer token",
+        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    "Forbidden": _error(
+        "the token's scope does not allow this (a `read` token may only read)",
+        headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+    ),
+    "NotFound": _error("no such job"),
+    "TooLarge": _error("the body is over the size limit (1 MiB)"),
+    "Unavailable": _error(
+        "the database is unreachable; nothing was done, retry later",
+        headers={"Retry-After": {"schema": {"type": "string"}}},
+    ),
+}
+
+JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "the job's `id`",
+}
+SUBSCRIPTION_ID = {
+    "name": "subscription_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+NOTIFICATION_ID = {
+    "name": "notification_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+CREATED_AFTER = {
+    "name": "created_after",
+    "in": "query",
+    "schema": {"type": "string", "format": "date-time"},
+    "description": (
+        "only jobs created after this instant: ISO-8601 date and time, UTC when no offset"
+    ),
+}
+TEXT = {
+    "name": "q",
+    "in": "query",
+    "schema": {"type": "string", "maxLength": 200},
+    "description": "only jobs whose prompt contains this text (case-insensitive)",
+}
+
+READ = {"401": answer("Unauthorized"), "503": answer("Unavailable")}
+WRITE = {**READ, "403": answer("Forbidden")}
+ONE_JOB = {**READ, "404": answer("NotFound")}
+
+
+def job_action(summary: str, conflict: str) -> dict[str, Any]:
+    """An operator action on one job: accepted (202) or refused in the job's state (409)."""
+    return {
+        "summary": summary,
+        "parameters": [JOB_ID],
+        "responses": {
+            "202": json_body(
+                ref("Job"),
+                "accepted: the job (for a retry, the new job linked to this one)",
+                headers={"Location": {"schema": {"type": "string"}, "required": True}},
+            ),
+            "409": _error(conflict),
+            "403": answer("Forbidden"),
+            **ONE_JOB,
+        },
+    }
+
+
+# (path, method) -> operation. Paths use OpenAPI's {name}; Flask's <name> maps onto them.
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("/api/v1/jobs", "post"): {
+        "operationId": "createJob",
+        "summary": "Create a job; its submission is queued",
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                "description": "the same key again returns the same job and creates nothing",
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ref("JobRequest")}},
+        },
+        "responses": {
+            "202": json_body(
+                ref("Job"),
+                "created (or, for a replayed Idempotency-Key, the job it created)",
+                headers={
+                    "Location": {"schema": {"type": "string"}, "required": True},
+                    "Idempotent-Replayed": {"schema": {"const": "true"}},
+                },
+            ),
+            "400": answer("BadRequest"),
+            "409": _error("the Idempotency-Key was used for a different request"),
+            "413": answer("TooLarge"),
+            "422": _error("a field of the request is invalid; `field` names it"),
+            **WRITE,
+        },
+    },
+    ("/api/v1/jobs", "get"): {
+        "operationId": "listJobs",
+        "summary": "Jobs, newest first, a page at a time",
+        "parameters": [
+            {"name": "status", "in": "query", "schema": {"enum": STATUSES}},
+            CREATED_AFTER,
+            TEXT,
+            {
+                "name": "limit",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 50},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": "the `next_cursor` of the previous page",
+            },
+        ],
+        "responses": {
+            "200": json_body(ref("JobPage"), "a page of jobs"),
+            "400": answer("BadRequest"),
+            **READ,
+        },
+    },
+    ("/api/v1/jobs/{job_id}", "get"): {
+        "operationId": "getJob",
+        "summary": "One job; with `wait`, once it is terminal or the wait runs out",
+        "parameters": [
+            JOB_ID,
+            {
+                "name": "wait",
+                "in": "query",
+                "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
+                "description": (
+                    "seconds to hold the request until the job is completed, failed or "
+                    "timed_out; the job is answered either way"
+                ),
+            },
+        ],
+        "responses": {
+            "200": json_body(ref("Job"), "the job"),
+            "400": answer("BadRequest"),
+            **ONE_JOB,
+        },
+    },
+    ("/api/v1/jobs/{job_id}/events", "get"): {
+        "operationId": "jobEvents",
+        "summary": "Every transition of the job, oldest first",
+        "parameters": [JOB_ID],
+        "responses": {
+            "200": json_body(
+                obj({"events": {"type": "array", "items": ref("Event")}}), "the events"
+            ),
+            **ONE_JOB,
+        },
+    },
+    ("/api/v1/jobs/{job_id}/deliveries", "get"): {
+        "operationId": "jobDeliveries",
+        "summary": "Every callback body received for the job, as it arrived",
+        "parameters": [JOB_ID],
+        "responses": {
+            "200": json_body(
+                obj({"deliveries": {"type": "array", "items": ref("Delivery")}}),
+                "the deliveries",
+            ),
+            **ONE_JOB,
+        },
+    },
+    ("/api/v1/jobs/{job_id}/refresh", "post"): {
+        "operationId": "refreshJob",
+        **job_action(
+            "Ask the upstream about the job now", "the job has no upstream generation yet"
+        ),
+    },
+    ("/api/v1/jobs/{job_id}/retry", "post"): {
+        "operationId": "retryJob",
+        **job_action("Submit a failed or timed-out job again", "the job cannot be retried now"),
+    },
+    ("/api/v1/jobs/{job_id}/cancel", "post"): {
+        "operationId": "cancelJob",
+        **job_action("Cancel a job that has not finished", "the job can no longer be cancelled"),
+    },
+    ("/api/v1/jobs/{job_id}/items/{item_uuid}/image", "get"): {
+        "operationId": "itemImage",
+        "summary": "An item's image: our archived copy, or the upstream's while we have none",
+        "parameters": [
+            JOB_ID,
+            {"name": "item_uuid", "in": "path", "required": True, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {
+                "description": "the archived image, with its sha256 as ETag",
+                "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "304": {"description": "the copy matches If-None-Match"},
+            "307": {"description": "not archived yet: the upstream's preview URL (Location)"},
+            **ONE_JOB,
+        },
+    },
+    ("/api/v1/subscriptions", "post"): {
+        "operationId": "createSubscription",
+        "summary": "Subscribe a URL to finished jobs (Standard Webhooks, signed)",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ref("SubscriptionRequest")}},
+        },
+        "responses": {
+            "201": json_body(ref("Subscription"), "created; the answer holds its secret"),
+            "400": answer("BadRequest"),
+            "422": _error("a field of the request is invalid; `field` names it"),
+            **WRITE,
+        },
+    },
+    ("/api/v1/subscriptions", "get"): {
+        "operationId": "listSubscriptions",
+        "summary": "Every subscription (never its secret)",
+        "responses": {
+            "200": json_body(
+                obj({"subscriptions": {"type": "array", "items": ref("Subscription")}}),
+                "the subscriptions",
+            ),
+            **READ,
+        },
+    },
+    ("/api/v1/subscriptions/{subscription_id}", "get"): {
+        "operationId": "getSubscription",
+        "summary": "One subscription (never its secret)",
+        "parameters": [SUBSCRIPTION_ID],
+        "responses": {"200": json_body(ref("Subscription"), "the subscription"), **ONE_JOB},
+    },
+    ("/api/v1/subscriptions/{subscription_id}", "delete"): {
+        "operationId": "deleteSubscription",
+        "summary": "Delete a subscription and its notifications",
+        "parameters": [SUBSCRIPTION_ID],
+        "responses": {
+            "204": {"description": "deleted"},
+            "403": answer("Forbidden"),
+            **ONE_JOB,
+        },
+    },
+    ("/api/v1/notifications", "get"): {
+        "operationId": "listNotifications",
+        "summary": "Notifications sent to subscribers, newest first",
+        "parameters": [
+            {"name": "job_id", "in": "query", "schema": {"type": "string"}},
+            {"name": "subscription_id", "in": "query", "schema": {"type": "string"}},
+            {
+                "name": "state",
+                "in": "query",
+                "schema": {"enum": ["pending", "delivered", "failed"]},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+            },
+        ],
+        "responses": {
+            "200": json_body(
+                obj({"notifications": {"type": "array", "items": ref("Notification")}}),
+                "the notifications",
+            ),
+            "400": answer("BadRequest"),
+            **ONE_JOB,
+        },
+    },
+    ("/api/v1/notifications/{notification_id}", "get"): {
+        "operationId": "getNotification",
+        "summary": "One notification, its payload and every attempt",
+        "parameters": [NOTIFICATION_ID],
+        "responses": {"200": json_body(ref("Notification"), "the notification"), **ONE_JOB},
+    },
+    ("/api/v1/notifications/{notification_id}/replay", "post"): {
+        "operationId": "replayNotification",
+        "summary": "Send a notification again, whatever became of it",
+        "parameters": [NOTIFICATION_ID],
+        "responses": {
+            "202": json_body(ref("Notification"), "queued to be sent again"),
+            "403": answer("Forbidden"),
+            **ONE_JOB,
+        },
+    },
+    ("/api/v1/stats", "get"): {
+        "operationId": "jobStats",
+        "summary": "How many jobs are in each status",
+        "parameters": [CREATED_AFTER, TEXT],
+        "responses": {
+            "200": json_body(ref("Stats"), "counts per status"),
+            "400": answer("BadRequest"),
+            **READ,
+        },
+    },
+    ("/api/v1/openapi.json", "get"): {
+        "operationId": "openapi",
+        "summary": "This document",
+        "security": [],
+        "responses": {"200": json_body({"type": "object"}, "the OpenAPI document")},
+    },
+    ("/callbacks/{job_id}/{token}", "post"): {
+        "operationId": "receiveCallback",
+        "summary": "The upstream's callback for one job",
+        "description": (
+            "The URL handed to the upstream carries a per-job token (an HMAC of the job id), "
+            "checked before the body is read. Every authenticated delivery is kept."
+        ),
+        "security": [],
+        "parameters": [
+            JOB_ID,
+            {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}},
+        ],
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {}},
+                "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+            }
+        },
+        "responses": {
+            "200": json_body(ref("CallbackAnswer"), "merged, or nothing new"),
+            "202": json_body(
+                ref("CallbackAnswer"), "kept but not applied; the upstream will be asked"
+            ),
+            "409": json_body(ref("CallbackAnswer"), "about another generation: kept, ignored"),
+            "403": _error("the source address is outside CALLBACK_ALLOWED_NETWORKS"),
+            "404": _error("wrong token or unknown job (the same answer for both)"),
+            "413": answer("TooLarge"),
+            "503": answer("Unavailable"),
+        },
+    },
+    ("/callbacks/{anything}", "post"): {
+        "operationId": "refuseCallback",
+        "summary": "Any other callback path: refused exactly like a wrong token",
+        "security": [],
+        "parameters": [
+            {"name": "anything", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "403": _error("the source address is outside CALLBACK_ALLOWED_NETWORKS"),
+            "404": _error("no such callback"),
+        },
+    },
+    ("/healthz", "get"): {
+        "operationId": "healthz",
+        "summary": "The process is running",
+        "security": [],
+        "responses": {"200": json_body(obj({"status": {"const": "ok"}}), "alive")},
+    },
+    ("/readyz", "get"): {
+        "operationId": "readyz",
+        "summary": "The database and the broker answer",
+        "security": [],
+        "responses": {
+            status: json_body(
+                obj(
+                    {
+                        "status": {"enum": ["ready", "unavailable"]},
+                        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                    }
+                ),
+                description,
+            )
+            for status, description in (("200", "ready"), ("503", "a dependency is down"))
+        },
+    },
+}
+
+
+def openapi_path(rule: str) -> str:
+    """Flask's `/jobs/<job_id>` (or `<string:job_id>`) as OpenAPI's `/jobs/{job_id}`."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def routes(app: Flask) -> set[tuple[str, str]]:
+    """Every (path, method) the app serves, in OpenAPI's terms."""
+    return {
+        (openapi_path(rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods or ()
+        if method not in ("HEAD", "OPTIONS")
+    }
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The document for this app: the described operations whose routes it has."""
+    served = routes(app)
+    paths: dict[str, dict[str, Any]] = {}
+    for (path, method), operation in OPERATIONS.items():
+        if (path, method) in served:
+            paths.setdefault(path, {})[method] = operation
+    try:
+        version = metadata.version("webhook-app")
+    except metadata.PackageNotFoundError:
+        version = "0"
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "webhook_app",
+            "version": version,
+            "description": (
+                "Orders AI-generated images from the Depositphotos API and reports each job. "
+                'Errors are `{"error": {"code", "message", "field"?}}`.'
+            ),
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "one of API_TOKENS",
+                }
+            },
+        },
+    }
+
+
+@blueprint.get("/api/v1/openapi.json")
+def openapi_json() -> Any:
+    cached = current_app.extensions.get("webhook_app.openapi")
+    if cached is None:
+        cached = current_app.extensions["webhook_app.openapi"] = document(current_app)
+    return jsonify(cached)
