@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from webhook_app.serving import gunicorn_argv, worker_argv
 from webhook_app.settings import Settings, SettingsError
 
 
@@ -54,27 +55,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     settings = _settings()
     host = host or ("127.0.0.1" if settings.is_development else "0.0.0.0")
     workers = workers or int(os.environ.get("WEB_CONCURRENCY") or 2)
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"{host}:{port or settings.port}",
-        "--workers",
-        str(workers),
-        # Threads let one process hold slow clients without blocking the callback receiver.
-        "--worker-class",
-        "gthread",
-        "--threads",
-        os.environ.get("WEB_THREADS", "4"),
-        "--graceful-timeout",
-        "20",
-        "--timeout",
-        "60",
-        "--access-logfile",
-        "-",
-        "webhook_app.app:create_app()",
-    ]
+    argv = gunicorn_argv(f"{host}:{port or settings.port}", workers)
     os.execv(sys.executable, argv)
 
 
@@ -88,17 +69,7 @@ def worker(concurrency: int | None) -> None:
 
     app = create_worker_app(_settings())
     concurrency = concurrency or int(os.environ.get("WORKER_CONCURRENCY") or 2)
-    app.worker_main(
-        [
-            "worker",
-            "--loglevel=INFO",
-            f"--concurrency={concurrency}",
-            # No broadcast features are used, and the server-less broker has none.
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-    )
+    app.worker_main(worker_argv(concurrency))
 
 
 @main.command()

@@ -11,6 +11,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from webhook_app import statement_counts
+
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine tuned for several processes sharing one database."""
@@ -20,10 +22,11 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         _serialize_sqlite_writers(engine)
+        statement_counts.install_from_env(engine)
         return engine
     # Fail fast when the database is away: the receiver must answer 503 quickly, not hang.
     connect_args: dict[str, Any] = {"connect_timeout": 1}
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -31,6 +34,8 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         pool_timeout=1,
         connect_args=connect_args,
     )
+    statement_counts.install_from_env(engine)
+    return engine
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:

@@ -1,0 +1,174 @@
+"""2. The query API as the table grows: get-one beside a bare lookup, list pages, EXPLAIN."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from bench import database
+from bench.figures import Figure, ratio, verdict
+from bench.http_load import write_requests
+from bench.ingestion import start_gunicorn
+from bench.kit import Kit
+from bench.reference import APP as REFERENCE_APP
+from bench.system import load_average
+from webhook_app.db import Database
+from webhook_app.services import jobs
+from webhook_app.services.jobs import encode_cursor
+
+LISTED = ("completed", "failed", "processing", "queued")
+
+
+class Queries:
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.rng = random.Random(7)
+
+    def run(self) -> str:
+        kit, plan = self.kit, self.kit.plan
+        started = load_average()
+        reference = start_gunicorn(kit, "reference", plan.web_workers, REFERENCE_APP)
+        url = kit.stack.env["DATABASE_URL"]
+        origin = datetime.now(UTC) - timedelta(days=30)
+        out = [
+            "| jobs | get-one (req/s) | bare lookup (req/s) | ratio (target ≥ 0.8x) | "
+            "get-one p99 (ms) | list pages p99 (ms, target ≤ 25) | list pages (req/s) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        loaded, explains, p99s = 0, "", []
+        for scale in plan.query_scales:
+            database.load_jobs(url, loaded + 1, scale - loaded, start=origin, submitted_only=False)
+            loaded = scale
+            ids = [self.rng.randint(1, scale) for _ in range(plan.query_sample)]
+            get_one = self.file(
+                f"get-{scale}", [f"/api/v1/jobs/{database.public_id(n)}" for n in ids]
+            )
+            bare = self.file(f"bare-{scale}", [f"/bare/jobs/{database.public_id(n)}" for n in ids])
+            listing = self.file(f"list-{scale}", self.list_paths(scale))
+            service, baseline, get_p99 = Figure(), Figure(), Figure()
+            lists, list_rate = Figure(), Figure()
+            for _ in range(plan.reps):
+                measured = kit.load(kit.stack.url, get_one, auth=kit.authorization)
+                service.add(measured.load.per_second)
+                get_p99.add(measured.load.p99_ms)
+                self.check(measured.load.errors, "get-one")
+                measured = kit.load(reference, bare)
+                baseline.add(measured.load.per_second)
+                measured = kit.load(
+                    kit.stack.url,
+                    listing,
+                    connections=plan.list_connections,
+                    auth=kit.authorization,
+                )
+                lists.add(measured.load.p99_ms)
+                list_rate.add(measured.load.per_second)
+                self.check(measured.load.errors, "list")
+            met = ratio(service, baseline) >= 0.8
+            if not met:
+                kit.findings.unmet.append(
+                    f"get-one at {scale} jobs: {ratio(service, baseline):.2f}x"
+                )
+            if lists.median > 25:
+                kit.findings.unmet.append(f"list p99 at {scale} jobs: {lists.median:.1f} ms")
+            p99s.append(lists.median)
+            out.append(
+                f"| {scale:,} | {service.show()} | {baseline.show()} | "
+                f"{ratio(service, baseline):.2f}x {verdict(met)} | {get_p99.show(1)} | "
+                f"{lists.show(1)} {verdict(lists.median <= 25)} | {list_rate.show()} |"
+            )
+            explains = self.explain(url, scale)
+        kit.stack.stop("reference")
+        out += [
+            "",
+            f"Jobs are bulk-loaded (INSERT ... SELECT over generate_series, {database.ITEMS_PER_JOB} "
+            f"items each; statuses {', '.join(f'{k} {v:.0%}' for k, v in database.STATUS_SHARE.items())}). "
+            f"get-one and the bare lookup: {plan.connections} connections over the same "
+            f"{plan.query_sample} random jobs; the bare lookup is one SELECT by the job's key "
+            "(its unique public id) turned into JSON, served by the same gunicorn settings. "
+            f"List pages: {plan.list_connections} connections, 50 per page, newest first, "
+            f"with and without a status filter ({', '.join(LISTED)}), first pages and pages at "
+            "random depths down to the oldest job.",
+            f"Latency across sizes (list p99 ms): {' → '.join(f'{p:.1f}' for p in p99s)}.",
+            "",
+            f"### EXPLAIN of every list query, at {loaded:,} jobs",
+            "",
+            explains,
+        ]
+        kit.findings.conditions.append(("2. queries", started, load_average()))
+        return "\n".join(out)
+
+    def check(self, errors: int, what: str) -> None:
+        if errors:
+            self.kit.findings.unmet.append(f"{what}: {errors} errors")
+
+    def file(self, name: str, paths: list[str]) -> Path:
+        return write_requests(self.kit.workdir / f"{name}.txt", [("GET", p, None) for p in paths])
+
+    def list_paths(self, scale: int) -> list[str]:
+        paths = []
+        for _ in range(self.kit.plan.query_sample):
+            status = self.rng.choice((None, *LISTED))
+            query = [f"status={status}"] if status else []
+            query.append("limit=50")
+            if self.rng.random() < 0.8:
+                query.append(f"cursor={encode_cursor(self.rng.randint(1, scale))}")
+            paths.append("/api/v1/jobs?" + "&".join(query))
+        return paths
+
+    def explain(self, url: str, scale: int) -> str:
+        """Run each shape of list query as the API does, and EXPLAIN ANALYZE what it sent."""
+        db = Database(url)
+        captured: list[tuple[str, Any]] = []
+
+        def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+            captured.append((statement, parameters))
+
+        shapes = [
+            ("no filter, first page", {}),
+            ("no filter, deep page", {"cursor": encode_cursor(max(2, scale // 50))}),
+            ("status=completed, first page", {"status": "completed"}),
+            (
+                "status=completed, deep page",
+                {"status": "completed", "cursor": encode_cursor(max(2, scale // 50))},
+            ),
+            (
+                "status=queued, deep page",
+                {"status": "queued", "cursor": encode_cursor(max(2, scale // 10))},
+            ),
+        ]
+        blocks, sequential = [], False
+        for title, arguments in shapes:
+            captured.clear()
+            event.listen(db.engine, "before_cursor_execute", capture)
+            with db.transaction() as session:
+                jobs.list_jobs(session, limit=50, **arguments)
+            event.remove(db.engine, "before_cursor_execute", capture)
+            for index, (statement, parameters) in enumerate(captured):
+                with db.engine.connect() as connection:
+                    plan = (
+                        connection.exec_driver_sql(
+                            "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) " + statement, parameters
+                        )
+                        .scalars()
+                        .all()
+                    )
+                sequential |= any("Seq Scan" in line for line in plan)
+                what = "jobs" if index == 0 else "their items"
+                blocks.append(
+                    f"{title} ({what}):\n\n```\n{statement.strip()}\n\n"
+                    + "\n".join(plan)
+                    + "\n```\n"
+                )
+        db.dispose()
+        if sequential:
+            self.kit.findings.unmet.append("a list query plan has a sequential scan")
+        verdict_line = "Index scans only: " + (
+            "**no**: a sequential scan is planned."
+            if sequential
+            else "yes, no sequential scan in any plan."
+        )
+        return verdict_line + "\n\n" + "\n".join(blocks)
