@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     kit = Kit(plan, stack, wrk, workdir)
     sections: dict[str, str] = {}
     failed = False
+    began = time.monotonic()
     try:
         upgrade(database_url)
         stack.start_sandbox(SANDBOX_PREVIEW_DELAY="0", SANDBOX_FINAL_DELAY="0")
@@ -98,11 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             DB_STATEMENT_COUNTS=str(workdir / "counts" / "web"),
         )
         kit.wait_ready("web", lambda: requests.get(f"{stack.url}/readyz", timeout=1).ok)
+        print(f"bench: stack up in {time.monotonic() - began:.0f} s", flush=True)
         # The queries first: later sections then run against the table at its largest.
         for key, section in (("queries", Queries), ("ingestion", Ingestion), ("e2e", EndToEnd)):
             print(f"bench: {key} ...", flush=True)
+            began = time.monotonic()
             try:
-                sections[key] = section(kit).run()  # type: ignore[abstract]
+                sections[key] = section(kit).run()
+                print(f"bench: {key} took {time.monotonic() - began:.0f} s", flush=True)
             except Exception:
                 failed = True
                 sections[key] = f"**This section failed:**\n\n```\n{traceback.format_exc()}```"
@@ -116,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.name} run: every measurement {plan.reps} times; HTTP loads by wrk "
         f"({plan.connections} connections unless said otherwise, 2 threads, {plan.seconds:g} s "
         "each, then it stops)",
-        f"gunicorn: {plan.web_workers} workers × {plan.web_threads} threads (gthread), access log "
+        f"gunicorn: {plan.web_workers} workers x {plan.web_threads} threads (gthread), access log "
         "on, as `webhook-app serve` runs it; the references are served with the same arguments",
         f"Celery: {plan.celery_processes} prefork processes, prefetch 1, late acknowledgement, "
         f"Redis broker at {broker} with its own queue `{queue}` (nothing else in Redis is touched)",
         f"PostgreSQL at {server.split('@')[-1].rsplit('/', 1)[0]}, trust authentication; its own "
         "database, created for the run and dropped after; pool: 5 connections + 5 overflow per "
-        "process, a liveness ping per checkout",
+        "web process, 2 + 2 per Celery process",
         "the sandbox plays Depositphotos with no delay (SANDBOX_PREVIEW_DELAY and "
         "SANDBOX_FINAL_DELAY 0); no beat (nothing is overdue within a run)",
         "every process on loopback addresses only",

@@ -55,13 +55,13 @@ def libpq_url(url: str) -> str:
 
 def create_database(server_url: str, name: str) -> str:
     with psycopg.connect(libpq_url(server_url), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        connection.execute(f'CREATE DATABASE "{name}"')
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(server_url: str, name: str) -> None:
     with psycopg.connect(libpq_url(server_url), autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def server_version(server_url: str) -> str:
@@ -112,11 +112,11 @@ def load_jobs(
     """
     parameters = {"first": first, "last": last, "start": start}
     with psycopg.connect(libpq_url(database_url)) as connection:
-        connection.execute(jobs, parameters)  # type: ignore[arg-type]
-        connection.execute(items, parameters)  # type: ignore[arg-type]
+        connection.execute(jobs, parameters)
+        connection.execute(items, parameters)
         for table in ("jobs", "job_items"):
             connection.execute(
-                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # type: ignore[arg-type]
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                 f"(SELECT max(id) FROM {table}))"
             )
         connection.commit()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 REPLAY = Path(__file__).parent / "lua" / "replay.lua"
 THREADS = 2
+MAX_REQUESTS = 1_000_000  # per load, beside its duration
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def run_wrk(
         str(requests_file),
         authorization,
         str(threads),
+        str(MAX_REQUESTS // threads),
     ]
     reaped_before = _children_cpu()
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

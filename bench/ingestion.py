@@ -14,13 +14,9 @@ import requests
 from bench import database
 from bench.figures import Figure, ratio, verdict
 from bench.http_load import write_requests
-from bench.kit import Kit, Measured
-from bench.reference import APP as REFERENCE_APP
-from bench.reference import Base as ReferenceBase
+from bench.kit import Kit
 from bench.system import load_average
 from tests.stack import free_port
-from webhook_app.db import make_engine
-from webhook_app.serving import gunicorn_argv
 from webhook_app.tokens import callback_token
 
 BLOCK = 100  # previews of a block of jobs, then their finals
@@ -96,9 +92,7 @@ class Ingestion:
     def run(self) -> str:
         kit, plan = self.kit, self.kit.plan
         started = load_average()
-        database_url = kit.stack.env["DATABASE_URL"]
-        ReferenceBase.metadata.create_all(make_engine(database_url))
-        reference_url = start_gunicorn(kit, "reference", plan.web_workers, REFERENCE_APP)
+        reference_url = kit.reference()
         service: dict[int, Figure] = {n: Figure() for n in plan.web_scaling}
         p99, errors = Figure(), 0
         noop, naive, noop_p99, naive_p99 = Figure(), Figure(), Figure(), Figure()
@@ -122,7 +116,6 @@ class Ingestion:
                 figure.add(measured.load.per_second)
                 latency.add(measured.load.p99_ms)
                 cpu_lines[route] = measured.cpu.summary()
-        kit.stack.stop("reference")
 
         kit.findings.cpu[f"callback ingestion, {plan.web_workers} gunicorn workers"] = main_cpu
         kit.stack.stop(f"web-{plan.web_workers}")
@@ -207,14 +200,6 @@ class Ingestion:
             ).fetchall()
         outcomes = ", ".join(f"{o}: {n} deliveries, {d} repeats counted" for o, n, d in rows)
         return answered, stored, outcomes
-
-
-def start_gunicorn(kit: Kit, name: str, workers: int, app: str) -> str:
-    port = free_port()
-    kit.stack.start_command(name, gunicorn_argv(f"127.0.0.1:{port}", workers, app))
-    url = f"http://127.0.0.1:{port}"
-    kit.wait_ready(name, lambda: requests.get(f"{url}/healthz", timeout=1).status_code < 500)
-    return url
 
 
 def start_web(kit: Kit, workers: int) -> str:

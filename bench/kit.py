@@ -7,11 +7,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from bench.figures import Figure
 from bench.http_load import Load, run_wrk
+from bench.reference import APP as REFERENCE_APP
+from bench.reference import Base as ReferenceBase
 from bench.system import CpuMeter, CpuShare, children, named, rss_mib, tree
-from tests.stack import Stack, wait_until
+from tests.stack import Stack, free_port, wait_until
+from webhook_app.db import make_engine
 from webhook_app.queue import make_celery
+from webhook_app.serving import gunicorn_argv
 from webhook_app.settings import Settings
 
 
@@ -51,7 +57,7 @@ SMOKE = Plan(
     seconds=1,
     ingestion_jobs=60,
     web_scaling=(2,),
-    query_scales=(100, 400),
+    query_scales=(200,),
     query_sample=50,
     e2e_jobs=12,
     celery_scaling=(2,),
@@ -84,6 +90,21 @@ class Kit:
         self.wrk = wrk
         self.workdir = workdir
         self.findings = Findings()
+        self._reference: str | None = None
+
+    def reference(self) -> str:
+        """The references' gunicorn (started once, with the service's workers and threads)."""
+        if self._reference is None:
+            engine = make_engine(self.stack.env["DATABASE_URL"])
+            ReferenceBase.metadata.create_all(engine)
+            engine.dispose()
+            port = free_port()
+            argv = gunicorn_argv(f"127.0.0.1:{port}", self.plan.web_workers, REFERENCE_APP)
+            self.stack.start_command("reference", argv)
+            url = f"http://127.0.0.1:{port}"
+            self.wait_ready("reference", lambda: requests.get(f"{url}/healthz", timeout=1).ok)
+            self._reference = url
+        return self._reference
 
     @property
     def secret(self) -> str:

@@ -12,9 +12,7 @@ from sqlalchemy import event
 from bench import database
 from bench.figures import Figure, ratio, verdict
 from bench.http_load import write_requests
-from bench.ingestion import start_gunicorn
 from bench.kit import Kit
-from bench.reference import APP as REFERENCE_APP
 from bench.system import load_average
 from webhook_app.db import Database
 from webhook_app.services import jobs
@@ -31,7 +29,7 @@ class Queries:
     def run(self) -> str:
         kit, plan = self.kit, self.kit.plan
         started = load_average()
-        reference = start_gunicorn(kit, "reference", plan.web_workers, REFERENCE_APP)
+        reference = kit.reference()
         url = kit.stack.env["DATABASE_URL"]
         origin = datetime.now(UTC) - timedelta(days=30)
         out = [
@@ -39,7 +37,7 @@ class Queries:
             "get-one p99 (ms) | list pages p99 (ms, target ≤ 25) | list pages (req/s) |",
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
-        loaded, explains, p99s = 0, "", []
+        loaded, p99s = 0, []
         for scale in plan.query_scales:
             database.load_jobs(url, loaded + 1, scale - loaded, start=origin, submitted_only=False)
             loaded = scale
@@ -80,12 +78,11 @@ class Queries:
                 f"{ratio(service, baseline):.2f}x {verdict(met)} | {get_p99.show(1)} | "
                 f"{lists.show(1)} {verdict(lists.median <= 25)} | {list_rate.show()} |"
             )
-            explains = self.explain(url, scale)
-        kit.stack.stop("reference")
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in database.STATUS_SHARE.items())
         out += [
             "",
-            f"Jobs are bulk-loaded (INSERT ... SELECT over generate_series, {database.ITEMS_PER_JOB} "
-            f"items each; statuses {', '.join(f'{k} {v:.0%}' for k, v in database.STATUS_SHARE.items())}). "
+            "Jobs are bulk-loaded (INSERT ... SELECT over generate_series, "
+            f"{database.ITEMS_PER_JOB} items each; statuses {shares}). "
             f"get-one and the bare lookup: {plan.connections} connections over the same "
             f"{plan.query_sample} random jobs; the bare lookup is one SELECT by the job's key "
             "(its unique public id) turned into JSON, served by the same gunicorn settings. "
@@ -96,7 +93,7 @@ class Queries:
             "",
             f"### EXPLAIN of every list query, at {loaded:,} jobs",
             "",
-            explains,
+            self.explain(url, loaded),
         ]
         kit.findings.conditions.append(("2. queries", started, load_average()))
         return "\n".join(out)
@@ -127,7 +124,7 @@ class Queries:
         def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
             captured.append((statement, parameters))
 
-        shapes = [
+        shapes: list[tuple[str, dict[str, Any]]] = [
             ("no filter, first page", {}),
             ("no filter, deep page", {"cursor": encode_cursor(max(2, scale // 50))}),
             ("status=completed, first page", {"status": "completed"}),

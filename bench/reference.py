@@ -3,6 +3,8 @@
 - POST /noop/<job_id>/<token>: parses the JSON body and answers 200; the ceiling of Flask.
 - POST /naive/<job_id>/<token>: one SQLAlchemy ORM insert of the body and a commit.
 - GET /bare/jobs/<job_id>: one row looked up by its key, as JSON; the ceiling of get-one.
+
+Their naive table is created by the kit (create_all): it is no part of the service's schema.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def create_app() -> Flask:
     engine = make_engine(Settings.from_env().database_url)
     sessions = sessionmaker(engine)
     app = Flask(__name__)
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify({"status": "ok"})
 
     @app.post("/noop/<job_id>/<token>")
     def noop(job_id: str, token: str) -> Any:

@@ -176,7 +176,7 @@ class CpuMeter:
 
     def stop(self, extra: Mapping[str, float] | None = None) -> CpuShare:
         wall = max(1e-6, time.monotonic() - self._wall)
-        busy, total = machine_busy_seconds()
+        busy, _ = machine_busy_seconds()
         share = CpuShare(wall=wall, busy=(busy - self._machine[0]) / wall)
         for name, pids in self._groups.items():
             share.cores[name] = max(0.0, cpu_seconds(pids) - self._before[name]) / wall

@@ -1,8 +1,8 @@
 """Counting database round trips per process, for the benchmark kit.
 
-With DB_STATEMENT_COUNTS naming a directory, every engine counts its statements, its
-transactions and its pool checkouts (each one a liveness ping), and each process writes the
-totals to `<directory>/<pid>.json` about once a second. Off by default.
+With DB_STATEMENT_COUNTS naming a directory, every engine counts its statements and its
+transactions, and each process writes the totals to `<directory>/<pid>.json` several times a
+second. Off by default.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 VARIABLE = "DB_STATEMENT_COUNTS"
-FLUSH_EVERY = 0.5
+FLUSH_EVERY = 0.2
 
 _lock = threading.Lock()
 _counts: dict[str, int] = {}
@@ -53,13 +53,9 @@ def install(engine: Engine, directory: Path) -> None:
     def on_rollback(*_: Any) -> None:
         count("rollbacks")
 
-    def on_checkout(*_: Any) -> None:
-        count("checkouts")
-
     event.listen(engine, "before_cursor_execute", on_statement)
     event.listen(engine, "commit", on_commit)
     event.listen(engine, "rollback", on_rollback)
-    event.listen(engine.pool, "checkout", on_checkout)
 
 
 def _flush_forever(directory: Path) -> None:

@@ -10,7 +10,7 @@ from functools import partial
 from typing import Any
 
 from celery import Task, shared_task
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -189,16 +189,22 @@ def enrich_job(self: Task, job_id: int) -> None:
                 JobItem.job_id == job_id, JobItem.width.is_(None)
             )
         ).all()
+    found: list[dict[str, Any]] = []
+    lagging: UpstreamError | None = None
     for item_id, item_uuid in pending:
         try:
             width, height, media_type = kind.media_data(ctx.client, item_uuid)
         except (TransientError, OutcomeUnknown, ValidationError) as exc:
             # Media data may lag behind completion: a validation answer is retried too.
-            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+            lagging = exc
+            break
+        found.append({"id": item_id, "width": width, "height": height, "media_type": media_type})
+    if found:
+        # What was learned is kept even when the rest must wait for a retry: one statement.
         with ctx.db.transaction() as session:
-            item = session.get(JobItem, item_id)
-            if item is not None:
-                item.width, item.height, item.media_type = width, height, media_type
+            session.execute(update(JobItem), found)
+    if lagging is not None:
+        raise self.retry(countdown=backoff(self.request.retries), exc=lagging) from None
 
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)

@@ -1,5 +1,6 @@
 -- Replays requests listed in a file, one per line: METHOD <tab> PATH [<tab> JSON BODY].
--- Arguments: the file, an Authorization header value (or ""), the number of wrk threads.
+-- Arguments: the file, an Authorization header value (or ""), the number of wrk threads, and
+-- the most responses a thread waits for before it stops (wrk's --duration bounds the time).
 -- Thread n takes every line whose index modulo the thread count is n, cycling through them.
 -- At the end one line "WRK_JSON {...}" carries the figures the kit reads.
 
@@ -32,11 +33,20 @@ function init(args)
     index = index + 1
   end
   position = 0
+  answered = 0
+  limit = tonumber(args[4]) or math.huge
 end
 
 function request()
   position = position % #prepared + 1
   return prepared[position]
+end
+
+function response(status, headers, body)
+  answered = answered + 1
+  if answered >= limit then
+    wrk.thread:stop()
+  end
 end
 
 function done(summary, latency, requests)
