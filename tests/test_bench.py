@@ -38,9 +38,9 @@ def test_smoke_run_writes_every_section(
     postgres_server: str, redis_url: str, tmp_path: Path
 ) -> None:
     output = tmp_path / "RESULTS.md"
+    services = ["--postgres", postgres_server, "--redis", redis_url]
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--output", str(output)]
-        + ["--postgres", postgres_server, "--redis", redis_url],
+        [sys.executable, "-m", "bench", "--smoke", "--output", str(output), *services],
         cwd=ROOT,
         capture_output=True,
         text=True,
