@@ -73,7 +73,8 @@ def server_version(server_url: str) -> str:
 def load_jobs(
     database_url: str, first: int, count: int, *, start: datetime, submitted_only: bool
 ) -> None:
-    """Insert jobs first..first+count-1 with four items each, then resume the id sequences.
+    """Insert jobs first..first+count-1 with four items each, created 10 ms apart from
+    `start`, then resume the id sequences.
 
     `submitted_only`: jobs accepted upstream and waiting for their callbacks (items known,
     no preview, no item id), as the callback load needs; otherwise the mix above, newest last.
@@ -94,7 +95,7 @@ def load_jobs(
             at + interval '1 hour',
             CASE WHEN {finished} THEN NULL ELSE now() + interval '1 day' END
         FROM (SELECT g, {status} AS status,
-                     %(start)s::timestamptz + g * interval '10 milliseconds' AS at
+                     %(start)s::timestamptz + (g - %(first)s) * interval '10 milliseconds' AS at
               FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g) AS rows
     """
     items = f"""

@@ -39,7 +39,9 @@ class Queries:
         ]
         loaded, p99s = 0, []
         for scale in plan.query_scales:
-            database.load_jobs(url, loaded + 1, scale - loaded, start=origin, submitted_only=False)
+            # Ten milliseconds apart, oldest first: ids and creation times agree.
+            start = origin + timedelta(milliseconds=10 * loaded)
+            database.load_jobs(url, loaded + 1, scale - loaded, start=start, submitted_only=False)
             loaded = scale
             ids = [self.rng.randint(1, scale) for _ in range(plan.query_sample)]
             get_one = self.file(

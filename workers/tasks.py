@@ -190,21 +190,18 @@ def enrich_job(self: Task, job_id: int) -> None:
             )
         ).all()
     found: list[dict[str, Any]] = []
-    lagging: UpstreamError | None = None
-    for item_id, item_uuid in pending:
-        try:
+    try:
+        for item_id, item_uuid in pending:
             width, height, media_type = kind.media_data(ctx.client, item_uuid)
-        except (TransientError, OutcomeUnknown, ValidationError) as exc:
-            # Media data may lag behind completion: a validation answer is retried too.
-            lagging = exc
-            break
-        found.append({"id": item_id, "width": width, "height": height, "media_type": media_type})
-    if found:
-        # What was learned is kept even when the rest must wait for a retry: one statement.
-        with ctx.db.transaction() as session:
-            session.execute(update(JobItem), found)
-    if lagging is not None:
-        raise self.retry(countdown=backoff(self.request.retries), exc=lagging) from None
+            found.append(dict(id=item_id, width=width, height=height, media_type=media_type))
+    except (TransientError, OutcomeUnknown, ValidationError) as exc:
+        # Media data may lag behind completion: a validation answer is retried too.
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+    finally:
+        # What was learned is kept, even when the rest must wait: one statement for all.
+        if found:
+            with ctx.db.transaction() as session:
+                session.execute(update(JobItem), found)
 
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)
