@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import redis
@@ -18,13 +17,12 @@ import requests
 
 from bench import database
 from bench.figures import Figure, percentile
-from bench.kit import Kit
+from bench.kit import Kit, round_trips
 from bench.noop_worker import NOOP
 from bench.system import CpuMeter, load_average
 from tests.stack import wait_until
 from webhook_app.queue import make_celery
 from webhook_app.settings import Settings
-from webhook_app.statement_counts import read_totals
 
 RECEIVED = re.compile(r"Task (\S+)\[[^\]]+\] received")
 
@@ -87,22 +85,11 @@ class EndToEnd:
             row = db.execute(query, parameters).fetchone()
         return int(row[0] or 0) if row else 0
 
-    def settled_counts(self, directory: Path) -> dict[str, int]:
-        """Statement counts once every process has been quiet for a moment."""
-        last, steady_since = read_totals(directory), time.monotonic()
-        deadline = time.monotonic() + 30
-        while time.monotonic() - steady_since < 0.7 and time.monotonic() < deadline:
-            time.sleep(0.1)
-            now = read_totals(directory)
-            if now != last:
-                last, steady_since = now, time.monotonic()
-        return last
-
     def run_once(self, worker: str) -> dict[str, float]:
         """One batch of jobs from creation to completion; its figures by name."""
         kit, plan = self.kit, self.kit.plan
         counts = kit.workdir / "counts"
-        before = self.settled_counts(counts)
+        before = kit.settled_counts(counts)
         log_offset = kit.log_size(worker)
         # created_after is strict: start a moment before the first job.
         since = datetime.now().astimezone() - timedelta(seconds=1)
@@ -120,7 +107,7 @@ class EndToEnd:
             interval=1.0,
         )
         cpu = meter.stop()
-        after = self.settled_counts(counts)
+        after = kit.settled_counts(counts)
         jobs = self.finished_jobs(since)
         mine = [job for job in jobs if job["id"] in set(ids)]
         completed = [job for job in mine if job["status"] == "completed"]
@@ -135,9 +122,7 @@ class EndToEnd:
         span = (max(finished) - min(created)).total_seconds() if finished else float("nan")
         tasks = Counter(RECEIVED.findall(kit.log_since(worker, log_offset)))
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
-        trips = delta.get("statements", 0) + 2 * (
-            delta.get("commits", 0) + delta.get("rollbacks", 0)
-        )
+        trips = round_trips(after) - round_trips(before)
         self.cpu = cpu
         self.task_names = ", ".join(
             f"{name.split('.')[-1]} {n / len(ids):.2f}" for name, n in sorted(tasks.items())
@@ -176,7 +161,7 @@ class EndToEnd:
     def start_worker(self, name: str, argv: list[str] | None, processes: int) -> None:
         kit = self.kit
         offset = kit.log_size(name)
-        env = {"DB_STATEMENT_COUNTS": str(kit.workdir / "counts" / name)}
+        env = {"DB_STATEMENT_COUNTS": str(kit.counts(name))}
         if argv:
             kit.stack.start_command(name, argv, **env)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from webhook_app.db import make_engine
 from webhook_app.queue import make_celery
 from webhook_app.serving import gunicorn_argv
 from webhook_app.settings import Settings
+from webhook_app.statement_counts import read_totals
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,14 @@ SMOKE = Plan(
 class Measured:
     load: Load
     cpu: CpuShare
+    round_trips: int = 0  # of the processes whose statements were counted
+
+    def per_request(self, value: float) -> float:
+        return value / self.load.requests if self.load.requests else float("nan")
+
+    def cpu_ms(self, group: str) -> float:
+        """Milliseconds of CPU that a group of processes spent per answered request."""
+        return self.per_request(self.cpu.cores.get(group, 0.0) * self.cpu.wall * 1000)
 
 
 @dataclass
@@ -81,6 +91,11 @@ class Findings:
     unmet: list[str] = field(default_factory=list)
     conditions: list[tuple[str, str, str]] = field(default_factory=list)
     cpu: dict[str, CpuShare] = field(default_factory=dict)  # the last run of each configuration
+
+
+def round_trips(counts: dict[str, int]) -> int:
+    """Statements, plus the BEGIN and the COMMIT (or ROLLBACK) of each transaction."""
+    return counts.get("statements", 0) + 2 * (counts.get("commits", 0) + counts.get("rollbacks", 0))
 
 
 class Kit:
@@ -100,7 +115,9 @@ class Kit:
             engine.dispose()
             port = free_port()
             argv = gunicorn_argv(f"127.0.0.1:{port}", self.plan.web_workers, REFERENCE_APP)
-            self.stack.start_command("reference", argv)
+            self.stack.start_command(
+                "reference", argv, DB_STATEMENT_COUNTS=str(self.counts("reference"))
+            )
             url = f"http://127.0.0.1:{port}"
             self.wait_ready("reference", lambda: requests.get(f"{url}/healthz", timeout=1).ok)
             self._reference = url
@@ -148,8 +165,17 @@ class Kit:
         return groups
 
     def load(
-        self, url: str, requests_file: Path, *, connections: int | None = None, auth: str = ""
+        self,
+        url: str,
+        requests_file: Path,
+        *,
+        connections: int | None = None,
+        auth: str = "",
+        counts: Path | None = None,
     ) -> Measured:
+        """One wrk load, with the CPU each group used and, given a DB_STATEMENT_COUNTS
+        directory, the round trips its processes made."""
+        before = self.settled_counts(counts) if counts else {}
         meter = CpuMeter(self.cpu_groups())
         meter.start()
         load = run_wrk(
@@ -160,7 +186,24 @@ class Kit:
             seconds=self.plan.seconds,
             authorization=auth,
         )
-        return Measured(load, meter.stop({"wrk": load.cpu_seconds}))
+        cpu = meter.stop({"wrk": load.cpu_seconds})
+        after = self.settled_counts(counts) if counts else {}
+        return Measured(load, cpu, round_trips(after) - round_trips(before))
+
+    def counts(self, name: str) -> Path:
+        """The DB_STATEMENT_COUNTS directory of a part."""
+        return self.workdir / "counts" / name
+
+    def settled_counts(self, directory: Path) -> dict[str, int]:
+        """Statement counts once the processes have been quiet for a moment."""
+        last, steady_since = read_totals(directory), time.monotonic()
+        deadline = time.monotonic() + 30
+        while time.monotonic() - steady_since < 0.5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = read_totals(directory)
+            if now != last:
+                last, steady_since = now, time.monotonic()
+        return last
 
     def rss(self, name: str) -> list[float]:
         """RSS (MiB) of each worker process of a part: gunicorn's workers, Celery's pool."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +39,9 @@ class Queries:
             "| --- | --- | --- | --- | --- | --- | --- |",
         ]
         loaded, p99s = 0, []
+        # CPU per request (ms) of the serving processes, over every size.
+        cpu_ms = {name: Figure() for name in ("get-one", "bare", "list")}
+        busy = Figure()  # cores busy during the list loads
         for scale in plan.query_scales:
             # Ten milliseconds apart, oldest first: ids and creation times agree.
             start = origin + timedelta(milliseconds=10 * loaded)
@@ -55,9 +59,11 @@ class Queries:
                 measured = kit.load(kit.stack.url, get_one, auth=kit.authorization)
                 service.add(measured.load.per_second)
                 get_p99.add(measured.load.p99_ms)
+                cpu_ms["get-one"].add(measured.cpu_ms("web"))
                 self.check(measured.load.errors, "get-one")
                 measured = kit.load(reference, bare)
                 baseline.add(measured.load.per_second)
+                cpu_ms["bare"].add(measured.cpu_ms("reference"))
                 measured = kit.load(
                     kit.stack.url,
                     listing,
@@ -66,6 +72,8 @@ class Queries:
                 )
                 lists.add(measured.load.p99_ms)
                 list_rate.add(measured.load.per_second)
+                cpu_ms["list"].add(measured.cpu_ms("web"))
+                busy.add(measured.cpu.busy)
                 self.check(measured.load.errors, "list")
             met = ratio(service, baseline) >= 0.8
             if not met:
@@ -92,6 +100,14 @@ class Queries:
             f"with and without a status filter ({', '.join(LISTED)}), first pages and pages at "
             "random depths down to the oldest job.",
             f"Latency across sizes (list p99 ms): {' → '.join(f'{p:.1f}' for p in p99s)}.",
+            "",
+            f"CPU per request of the serving processes (ms, every size): get-one "
+            f"{cpu_ms['get-one'].show(2)}, bare lookup {cpu_ms['bare'].show(2)}, list page "
+            f"{cpu_ms['list'].show(2)}. During the list loads {busy.show(2)} of "
+            f"{os.cpu_count()} cores were busy (all processes of the machine). A list page is "
+            "one indexed query for the jobs and one for their items, then 50 jobs and their "
+            "items turned into ORM objects and JSON: its latency is that CPU time, stretched "
+            "by whatever else runs on the same cores.",
             "",
             f"### EXPLAIN of every list query, at {loaded:,} jobs",
             "",
