@@ -59,10 +59,14 @@ def fetch(stack: Stack, job_ids: list[str]) -> dict[str, dict[str, Any] | None]:
 
 
 def settle(stack: Stack, job_ids: list[str], timeout: float = 120) -> None:
-    """Wait until every job is terminal (or the timeout passes; the ledger then says so)."""
+    """Wait until every job is terminal or waits for an operator (or the timeout passes; the
+    ledger then says so)."""
 
     def all_terminal() -> bool:
-        return all(job and job["status"] in TERMINAL for job in fetch(stack, job_ids).values())
+        return all(
+            job and (job["status"] in TERMINAL or job["submission"] == "unknown")
+            for job in fetch(stack, job_ids).values()
+        )
 
     # Running out of time is not an error here: the ledger names what did not finish.
     with contextlib.suppress(AssertionError):
@@ -161,3 +165,31 @@ def deliveries_stored(stack: Stack, job_ids: list[str]) -> int:
 
 def post_raw(url: str, body: bytes) -> requests.Response:
     return requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=10)
+
+
+def operator_settles_stranded(
+    stack: Stack, job_ids: list[str], name: str, at_most: int
+) -> tuple[list[str], int]:
+    """Play the operator for submissions whose outcome is unknown and that were never sent.
+
+    A claim whose request never left (its worker died, or its database connection was cut
+    around the commit) is visible as `submission: unknown` and was never paid for; the
+    operator cancels and retries it. Returns the jobs that stand for the batch afterwards.
+    """
+    jobs = fetch(stack, job_ids)
+    before = ledger(stack, job_ids, name)
+    stranded = [
+        job_id
+        for job_id in before.never_submitted
+        if (job := jobs[job_id]) and job["submission"] == "unknown"
+    ]
+    assert len(stranded) <= at_most, before.line()
+    assert set(before.never_submitted) == set(stranded), before.line()
+    client = stack.client()
+    replaced = {}
+    for job_id in stranded:
+        client.cancel(job_id, reason="never sent: outcome of the claim unknown")
+        replaced[job_id] = str(client.retry(job_id)["id"])
+    effective = [replaced.get(job_id, job_id) for job_id in job_ids]
+    settle(stack, effective)
+    return effective, len(stranded)
