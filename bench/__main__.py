@@ -139,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         configuration=configuration,
         sections=sections,
         findings=kit.findings,
-        cpu=kit.findings.cpu,
         load=(str(header["load"]), load_average()),
     )
     args.output.write_text(text)

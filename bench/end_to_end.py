@@ -196,7 +196,11 @@ class EndToEnd:
                     )
             kit.stack.stop(name)
             per_processes[processes] = figures
-            kit.findings.cpu[f"end to end, {processes} Celery processes"] = self.cpu
+            kit.findings.cpu[f"end to end, {processes} Celery processes"] = (
+                self.cpu,
+                "worker",
+                processes,
+            )
 
             noop_name = f"noop-worker-{processes}"
             self.start_worker(
@@ -242,6 +246,13 @@ class EndToEnd:
             kit.findings.scaling.append(
                 ("no-op Celery task", f"{processes} Celery processes", noop[processes], "tasks/s")
             )
+        if main["created_per_second"].median > 1.2 * jobs_per_second.median:
+            rows += [
+                "",
+                "Jobs are created faster than they complete, so the time from creation to "
+                "completion is mostly time spent waiting in the queue: the p50 and p99 grow "
+                "with the size of the batch, the sustained throughput does not.",
+            ]
         rows += [
             "",
             f"{plan.e2e_jobs} jobs per run, created by {plan.creators} HTTP clients at once; "
@@ -255,7 +266,9 @@ class EndToEnd:
             "",
             "CPU during the last run with "
             f"{plan.celery_processes} processes (cores): "
-            + kit.findings.cpu[f"end to end, {plan.celery_processes} Celery processes"].summary(),
+            + kit.findings.cpu[f"end to end, {plan.celery_processes} Celery processes"][
+                0
+            ].summary(),
         ]
         kit.findings.conditions.append(("3. end to end", started, load_average()))
         return "\n".join(rows)

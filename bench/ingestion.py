@@ -127,7 +127,11 @@ class Ingestion:
                 latency.add(measured.load.p99_ms)
                 cpu_lines[route] = measured.cpu.summary()
 
-        kit.findings.cpu[f"callback ingestion, {plan.web_workers} gunicorn workers"] = main_cpu
+        kit.findings.cpu[f"callback ingestion, {plan.web_workers} gunicorn workers"] = (
+            main_cpu,
+            "web",
+            plan.web_workers,
+        )
         kit.stack.stop(f"web-{plan.web_workers}")
         for workers in plan.web_scaling:
             if workers == plan.web_workers:
@@ -137,7 +141,11 @@ class Ingestion:
                 measured = kit.load(url, self.write(self.prepare()))
                 service[workers].add(measured.load.per_second)
                 errors += measured.load.errors
-                kit.findings.cpu[f"callback ingestion, {workers} gunicorn workers"] = measured.cpu
+                kit.findings.cpu[f"callback ingestion, {workers} gunicorn workers"] = (
+                    measured.cpu,
+                    "web",
+                    workers,
+                )
             kit.stack.stop(f"web-{workers}")
         for workers in plan.web_scaling:
             kit.findings.scaling.append(

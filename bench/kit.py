@@ -29,7 +29,8 @@ class Plan:
     reps: int  # every measurement is run this many times
     seconds: float  # each HTTP load
     connections: int = 32
-    list_connections: int = 4  # latency of list pages: a few tools polling, below saturation
+    # List pages: the latency of one client (the target), and of a few polling at once.
+    list_clients: tuple[int, int] = (1, 4)
     web_workers: int = 2  # WEB_CONCURRENCY's default
     web_threads: int = 4  # WEB_THREADS's default
     celery_processes: int = 2  # WORKER_CONCURRENCY's default
@@ -90,7 +91,8 @@ class Findings:
     scaling: list[tuple[str, str, Figure, str]] = field(default_factory=list)
     unmet: list[str] = field(default_factory=list)
     conditions: list[tuple[str, str, str]] = field(default_factory=list)
-    cpu: dict[str, CpuShare] = field(default_factory=dict)  # the last run of each configuration
+    # The last run of each configuration: its CPU, the serving group, how many processes it has.
+    cpu: dict[str, tuple[CpuShare, str, int]] = field(default_factory=dict)
 
 
 def round_trips(counts: dict[str, int]) -> int:

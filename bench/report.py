@@ -50,31 +50,34 @@ def memory_section(findings: Findings) -> str:
     return "\n".join(out)
 
 
-def bottleneck(label: str, cpu: CpuShare, cores: int) -> str:
+def bottleneck(label: str, cpu: CpuShare, cores: int, group: str, processes: int) -> str:
+    """Where a configuration's throughput stopped: the cores, its own processes, or waiting."""
     ours = sorted(cpu.cores.items(), key=lambda kv: -kv[1])
-    other = max(0.0, cpu.busy - sum(cpu.cores.values()))
-    saturated = cpu.busy >= 0.9 * cores
     lead = ", ".join(f"{name} {value:.2f}" for name, value in ours[:3])
-    if saturated:
+    other = max(0.0, cpu.busy - sum(cpu.cores.values()))
+    seen = f"{cpu.busy:.2f} of {cores} cores busy; largest: {lead}; outside the kit {other:.2f}"
+    used = cpu.cores.get(group, 0.0)
+    if cpu.busy >= 0.9 * cores:
         return (
-            f"{label}: the CPU is the limit: {cpu.busy:.2f} of {cores} cores busy "
-            f"(largest: {lead}; processes outside the kit {other:.2f}). More processes than "
-            "cores only share the same CPU."
+            f"{label}: the CPU is the limit ({seen}). More processes than cores only share "
+            "the same cores, and each one adds connections and context switches."
         )
-    return (
-        f"{label}: the CPU is not saturated ({cpu.busy:.2f} of {cores} cores busy; largest: "
-        f"{lead}; outside the kit {other:.2f}): the limit is waiting (round trips, locks, "
-        "commits) rather than computing."
-    )
+    if used >= 0.8 * processes:
+        return (
+            f"{label}: its {processes} {group} process(es) are busy ({used:.2f} cores; {seen}): "
+            "a Python process computes on one core at a time (the GIL), so another process "
+            "helps until the cores are full."
+        )
+    return f"{label}: neither the cores nor the processes are full ({seen}): the limit is waiting."
 
 
-def scaling_section(findings: Findings, cpu: dict[str, CpuShare], cores: int) -> str:
+def scaling_section(findings: Findings, cores: int) -> str:
     out = ["| load | configuration | throughput |", "| --- | --- | --- |"]
     for what, configuration, figure, unit in findings.scaling:
         out.append(f"| {what} | {configuration} | {figure.show(1)} {unit} |")
     out.append("")
-    for label, share in cpu.items():
-        out.append(f"- {bottleneck(label, share, cores)}")
+    for label, (share, group, processes) in sorted(findings.cpu.items()):
+        out.append(f"- {bottleneck(label, share, cores, group, processes)}")
     return "\n".join(out)
 
 
@@ -87,12 +90,11 @@ def compose(
     configuration: list[str],
     sections: dict[str, str],
     findings: Findings,
-    cpu: dict[str, CpuShare],
     load: tuple[str, str],
 ) -> str:
     cores = int(machine["cores"])
     memory = memory_section(findings)
-    scaling = scaling_section(findings, cpu, cores)
+    scaling = scaling_section(findings, cores)
     conditions = [
         "| section | load average at start (1, 5, 15 min) | at end |",
         "| --- | --- | --- |",

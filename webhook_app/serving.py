@@ -29,6 +29,8 @@ def gunicorn_argv(bind: str, workers: int, app: str = APP) -> list[str]:
         "60",
         "--access-logfile",
         "-",
+        "--config",
+        "python:webhook_app.gunicorn_config",
         app,
     ]
 
