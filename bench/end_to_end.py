@@ -25,6 +25,7 @@ from webhook_app.queue import make_celery
 from webhook_app.settings import Settings
 
 RECEIVED = re.compile(r"Task (\S+)\[[^\]]+\] received")
+ENDED = re.compile(r"Task \S+\[[^\]]+\] (succeeded|retry|raised)")
 
 
 def parse_time(value: str) -> datetime:
@@ -35,6 +36,7 @@ class EndToEnd:
     def __init__(self, kit: Kit) -> None:
         self.kit = kit
         self.local = threading.local()
+        self.broker = redis.Redis.from_url(kit.stack.env["CELERY_BROKER_URL"])
 
     # --- one run ------------------------------------------------------------------------
 
@@ -70,6 +72,12 @@ class EndToEnd:
                 if not cursor:
                     break
         return found
+
+    def idle(self, worker: str, log_offset: int) -> bool:
+        """Nothing waits in the queue and every task the worker took has ended."""
+        log = self.kit.log_since(worker, log_offset)
+        waiting = self.broker.llen(self.kit.stack.env["CELERY_QUEUE"])
+        return not waiting and len(RECEIVED.findall(log)) == len(ENDED.findall(log))
 
     def terminal(self, after_id: int) -> int:
         """How many jobs above that id are terminal (asked of the database, not the API, so
@@ -107,6 +115,9 @@ class EndToEnd:
             interval=1.0,
         )
         cpu = meter.stop()
+        # The media data of the last jobs is still being fetched: let it finish, so that it
+        # is counted in this run and does not run into the next one.
+        wait_until(lambda: self.idle(worker, log_offset), plan.e2e_timeout, f"{worker} idle")
         after = kit.settled_counts(counts)
         jobs = self.finished_jobs(since)
         mine = [job for job in jobs if job["id"] in set(ids)]
@@ -188,6 +199,7 @@ class EndToEnd:
                     figures.setdefault(key, Figure()).add(value)
                 if processes == plan.celery_processes:
                     main_runs.append(result)
+                    task_names = self.task_names
                     kit.findings.memory.append(
                         ("Celery worker", f"end-to-end {rep + 1}", kit.rss(name))
                     )
@@ -229,7 +241,7 @@ class EndToEnd:
             f"{int(last['jobs'])} | | |",
             f"| creation over HTTP (jobs/s, {plan.creators} clients) | "
             f"{main['created_per_second'].show()} | | |",
-            f"| Celery tasks per job | {main['tasks'].show(2)} ({self.task_names}) | | |",
+            f"| Celery tasks per job | {main['tasks'].show(2)} ({task_names}) | | |",
             f"| database round trips per job | {main['round_trips'].show(1)} "
             f"({main['statements'].median:.1f} statements, "
             f"{main['transactions'].median:.1f} transactions) | | |",

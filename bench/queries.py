@@ -59,7 +59,7 @@ class Queries:
             service, baseline, get_p99 = Figure(), Figure(), Figure()
             lists = {count: Figure() for count in plan.list_clients}
             list_rate = Figure()
-            for _ in range(plan.reps):
+            for _ in range(plan.query_reps or plan.reps):
                 measured = kit.load(kit.stack.url, get_one, auth=kit.authorization)
                 service.add(measured.load.per_second)
                 get_p99.add(measured.load.p99_ms)
