@@ -92,9 +92,9 @@ def parents() -> dict[int, int]:
     return result
 
 
-def tree(root: int, parent_of: Mapping[int, int] | None = None) -> list[int]:
+def tree(root: int) -> list[int]:
     """The process and all its descendants."""
-    parent_of = parent_of if parent_of is not None else parents()
+    parent_of = parents()
     found, frontier = [root], [root]
     while frontier:
         frontier = [pid for pid, parent in parent_of.items() if parent in frontier]
@@ -137,11 +137,10 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return total / TICKS
 
 
-def machine_busy_seconds() -> tuple[float, float]:
-    """CPU seconds spent busy and in total, over all cores, since boot."""
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy (not idle, not waiting for I/O), over all cores, since boot."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return (sum(values[:8]) - idle) / TICKS, sum(values[:8]) / TICKS
+    return (sum(values[:8]) - values[3] - values[4]) / TICKS
 
 
 @dataclass
@@ -158,9 +157,6 @@ class CpuShare:
         parts.append(f"other processes {max(0.0, self.busy - ours):.2f}")
         return f"{self.busy:.2f} of {os.cpu_count()} cores busy: " + ", ".join(parts)
 
-    def top(self) -> str:
-        return max(self.cores, key=lambda name: self.cores[name]) if self.cores else "?"
-
 
 class CpuMeter:
     """CPU used by named groups of processes between start() and stop()."""
@@ -176,8 +172,7 @@ class CpuMeter:
 
     def stop(self, extra: Mapping[str, float] | None = None) -> CpuShare:
         wall = max(1e-6, time.monotonic() - self._wall)
-        busy, _ = machine_busy_seconds()
-        share = CpuShare(wall=wall, busy=(busy - self._machine[0]) / wall)
+        share = CpuShare(wall=wall, busy=(machine_busy_seconds() - self._machine) / wall)
         for name, pids in self._groups.items():
             share.cores[name] = max(0.0, cpu_seconds(pids) - self._before[name]) / wall
         share.cores["bench"] = (sum(os.times()[:2]) - self._self) / wall
