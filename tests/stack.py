@@ -93,9 +93,13 @@ class Stack:
         )
 
     def start(self, name: str, *args: str, **env: str) -> None:
+        """Run `webhook-app ARGS` as the part called `name`."""
+        self.start_command(name, [sys.executable, "-m", "webhook_app", *args], **env)
+
+    def start_command(self, name: str, argv: list[str], **env: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "webhook_app", *args],
+            argv,
             env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

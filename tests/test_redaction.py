@@ -133,7 +133,7 @@ def test_the_stored_session_is_sealed_and_opens_only_with_the_same_credentials(
     database: Database,
 ) -> None:
     key = session_key("api-key", "user", "password")
-    store = DatabaseSessionStore(database, key)
+    store = DatabaseSessionStore(database, key, remember=0)  # every load reads the row
     store.save(CachedSession("session-0123456789abcdef", 1000.0))
     with database.transaction() as session:
         stored = session.scalar(select(UpstreamSession.session_id))
@@ -141,7 +141,9 @@ def test_the_stored_session_is_sealed_and_opens_only_with_the_same_credentials(
     loaded = store.load()
     assert loaded == CachedSession("session-0123456789abcdef", 1000.0)
 
-    other = DatabaseSessionStore(database, session_key("api-key", "user", "new-password"))
+    other = DatabaseSessionStore(
+        database, session_key("api-key", "user", "new-password"), remember=0
+    )
     assert other.load() is None  # a changed password: log in again
     other.discard("anything")  # an unreadable session is dropped too
     assert store.load() is None

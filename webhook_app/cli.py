@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from webhook_app.serving import gunicorn_argv, worker_argv
 from webhook_app.settings import Settings, SettingsError
 from webhook_app.states import TERMINAL, JobStatus
 
@@ -73,28 +74,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     settings = _settings()
     host = host or ("127.0.0.1" if settings.is_development else "0.0.0.0")
     workers = workers or int(os.environ.get("WEB_CONCURRENCY") or 2)
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--bind",
-        f"{host}:{port or settings.port}",
-        "--workers",
-        str(workers),
-        # Threads let one process hold slow clients and long-polls (?wait=, at most
-        # MAX_WAITERS of them) without blocking the callback receiver.
-        "--worker-class",
-        "gthread",
-        "--threads",
-        str(settings.web_threads),
-        "--graceful-timeout",
-        "20",
-        "--timeout",
-        "60",
-        # No gunicorn access log: the app logs each request by route, since a callback's
-        # path carries its token.
-        "webhook_app.app:create_app()",
-    ]
+    argv = gunicorn_argv(f"{host}:{port or settings.port}", workers, settings.web_threads)
     share_metrics_dir()
     os.execv(sys.executable, argv)
 
@@ -114,17 +94,7 @@ def worker(concurrency: int | None) -> None:
     if settings.worker_metrics_port:
         serve_worker_metrics(settings.worker_metrics_port)
     concurrency = concurrency or int(os.environ.get("WORKER_CONCURRENCY") or 2)
-    app.worker_main(
-        [
-            "worker",
-            "--loglevel=INFO",
-            f"--concurrency={concurrency}",
-            # No broadcast features are used, and the server-less broker has none.
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ]
-    )
+    app.worker_main(worker_argv(concurrency))
 
 
 @main.command()

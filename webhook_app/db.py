@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import psycopg
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+
+from webhook_app import statement_counts
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -20,17 +25,35 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         _serialize_sqlite_writers(engine)
+        statement_counts.install_from_env(engine)
         return engine
     # Fail fast when the database is away: the receiver must answer 503 quickly, not hang.
     connect_args: dict[str, Any] = {"connect_timeout": 1}
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_timeout=1,
         connect_args=connect_args,
     )
+    _discard_dead_connections(engine)
+    statement_counts.install_from_env(engine)
+    return engine
+
+
+def _discard_dead_connections(engine: Engine) -> None:
+    # An idle connection hears nothing from the server unless it is going away: a terminated
+    # backend or a stopping server sends its farewell and closes the socket. So a pooled
+    # connection whose socket is readable (or closed) is dead, and a syscall finds it out,
+    # where a liveness ping would cost a round trip on every request. The pool replaces it.
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        try:
+            readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+        except (OSError, ValueError, psycopg.Error):
+            readable = [True]
+        if readable:
+            raise DisconnectionError("the server closed this connection")
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:

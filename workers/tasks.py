@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from kombu.exceptions import OperationalError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -200,16 +200,19 @@ def enrich_job(self: Task, job_id: int) -> None:
                 JobItem.job_id == job_id, JobItem.width.is_(None)
             )
         ).all()
-    for item_id, item_uuid in pending:
-        try:
+    found: list[dict[str, Any]] = []
+    try:
+        for item_id, item_uuid in pending:
             width, height, media_type = kind.media_data(ctx.client, item_uuid)
-        except (TransientError, OutcomeUnknown, ValidationError) as exc:
-            # Media data may lag behind completion: a validation answer is retried too.
-            raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
-        with ctx.db.transaction() as session:
-            item = session.get(JobItem, item_id)
-            if item is not None:
-                item.width, item.height, item.media_type = width, height, media_type
+            found.append(dict(id=item_id, width=width, height=height, media_type=media_type))
+    except (TransientError, OutcomeUnknown, ValidationError) as exc:
+        # Media data may lag behind completion: a validation answer is retried too.
+        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+    finally:
+        # What was learned is kept, even when the rest must wait: one statement for all.
+        if found:
+            with ctx.db.transaction() as session:
+                session.execute(update(JobItem), found)
 
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)

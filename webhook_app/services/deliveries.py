@@ -6,8 +6,10 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import func
+from sqlalchemy import Table, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -87,29 +89,44 @@ def keep_delivery(
     fingerprint = hashlib.sha256(
         (arrival.content_type or "").encode() + b"\n" + arrival.body
     ).hexdigest()
-    dialect = session.get_bind().dialect.name
+    values = {
+        "job_id": job.id,
+        "fingerprint": fingerprint,
+        "received_count": 1,
+        "first_received_at": now,
+        "last_received_at": now,
+        "content_type": (arrival.content_type or "")[:200] or None,
+        "headers": {k: v[:500] for k, v in arrival.headers.items() if k.lower() in KEPT_HEADERS},
+        "body": arrival.body,
+        "source_addr": (arrival.source_addr or "")[:64] or None,
+        "outcome": applied.outcome.value,
+        "detail": applied.detail,
+    }
+    # A plain statement on the transaction's connection: the job's own changes are flushed
+    # with the commit, and the ORM has nothing to add to an upsert.
+    connection = session.connection()
+    return int(connection.execute(_upsert(connection.dialect.name), values).scalar_one())
+
+
+@cache
+def _upsert(dialect: str) -> Any:
+    """The delivery upsert, built once per dialect; each delivery only binds its values."""
+    table = cast(Table, Delivery.__table__)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(Delivery).values(
-        job_id=job.id,
-        fingerprint=fingerprint,
-        received_count=1,
-        first_received_at=now,
-        last_received_at=now,
-        content_type=(arrival.content_type or "")[:200] or None,
-        headers={k: v[:500] for k, v in arrival.headers.items() if k.lower() in KEPT_HEADERS},
-        body=arrival.body,
-        source_addr=(arrival.source_addr or "")[:64] or None,
-        outcome=applied.outcome.value,
-        detail=applied.detail,
+    statement = insert(table).values(
+        {
+            column.name: bindparam(column.name, type_=column.type)
+            for column in table.c
+            if column.name != "id"
+        }
     )
-    upsert = statement.on_conflict_do_update(
-        index_elements=[Delivery.job_id, Delivery.fingerprint],
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.job_id, table.c.fingerprint],
         set_={
-            "received_count": Delivery.received_count + 1,
+            "received_count": table.c.received_count + 1,
             "last_received_at": statement.excluded.last_received_at,
         },
-    ).returning(Delivery.received_count)
-    return int(session.execute(upsert).scalar_one())
+    ).returning(table.c.received_count)
 
 
 def keep_unapplied(

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from webhook_app import logs
 from webhook_app.db import after_commit
@@ -132,6 +132,10 @@ def create_job(
         attempts=0,
         polls=0,
     )
+    if idempotency_key is None:
+        session.add(job)
+        session.flush()
+        return _created(session, job, now, source), True
     try:
         # The unique key settles a race between two requests with the same key.
         with session.begin_nested():
@@ -144,27 +148,44 @@ def create_job(
         if not request.matches(existing):
             raise IdempotencyConflict(idempotency_key) from None
         return existing, False
+    return _created(session, job, now, source), True
+
+
+def _created(session: Session, job: Job, now: datetime, source: str) -> Job:
     session.add(Event(job_id=job.id, at=now, source=source, from_status=None, to_status=job.status))
     after_commit(session, SUBMIT_JOB, job.id)
-    return job, True
+    return job
 
 
 def lock_job(
     session: Session, *, public_id: str | None = None, job_id: int | None = None
 ) -> Job | None:
-    """Load a job with a row lock, so concurrent writers to it take turns."""
-    query = select(Job).with_for_update(of=Job)
-    query = query.where(Job.public_id == public_id) if public_id else query.where(Job.id == job_id)
-    job = session.scalar(query)
+    """Load a job with a row lock, so concurrent writers to it take turns.
+
+    Its items are read only if used, and only once the lock is held: a read in the same
+    statement would see them as they were before the previous holder of the lock committed.
+    """
+    if public_id:
+        job = session.scalar(_LOCK_BY_PUBLIC_ID, {"key": public_id})
+    else:
+        job = session.scalar(_LOCK_BY_ID, {"key": job_id})
     if job is not None:
         logs.bind(job_id=job.public_id)  # every later line of this request or task names it
     return job
 
 
 def get_job(session: Session, public_id: str) -> Job | None:
+    """A job and its items, in one query."""
     if "\x00" in public_id:  # PostgreSQL text cannot hold it; no id contains it
         return None
-    return session.scalar(select(Job).where(Job.public_id == public_id))
+    return session.execute(_GET, {"key": public_id}).unique().scalar_one_or_none()
+
+
+# Built once: these run on every callback and every read of one job.
+_LOCKED = select(Job).with_for_update(of=Job).options(lazyload(Job.items))
+_LOCK_BY_PUBLIC_ID = _LOCKED.where(Job.public_id == bindparam("key"))
+_LOCK_BY_ID = _LOCKED.where(Job.id == bindparam("key"))
+_GET = select(Job).where(Job.public_id == bindparam("key")).options(joinedload(Job.items))
 
 
 def status_of(session: Session, public_id: str) -> str | None:

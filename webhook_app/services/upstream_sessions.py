@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from cryptography.exceptions import InvalidTag
@@ -50,19 +52,39 @@ def unseal(key: bytes, stored: str) -> str | None:
 
 
 class DatabaseSessionStore:
-    def __init__(self, db: Database, key: bytes) -> None:
+    """Kept in the database, sealed, and remembered by each process for `remember` seconds.
+
+    Every upstream call needs the session, and reading it each time would cost a database
+    transaction per call. A copy a few seconds old is safe: a session another worker dropped
+    is refused upstream, and the client then discards it here and logs in again.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        key: bytes,
+        *,
+        remember: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
         self._key = key
+        self._remember = remember
+        self._clock = clock
+        self._copy: tuple[float, CachedSession | None] | None = None
 
     def load(self) -> CachedSession | None:
+        if self._copy is not None and self._clock() - self._copy[0] < self._remember:
+            return self._copy[1]
         with self._db.transaction() as session:
             row = session.scalar(select(UpstreamSession).where(UpstreamSession.name == NAME))
-            if row is None:
-                return None
-            session_id = unseal(self._key, row.session_id)
-            if session_id is None:
-                return None
-            return CachedSession(session_id, row.obtained_at.timestamp())
+            # A row sealed under other credentials opens to None: as good as no session.
+            session_id = unseal(self._key, row.session_id) if row is not None else None
+            cached = None
+            if row is not None and session_id is not None:
+                cached = CachedSession(session_id, row.obtained_at.timestamp())
+        self._copy = (self._clock(), cached)
+        return cached
 
     def save(self, cached: CachedSession) -> None:
         row = UpstreamSession(
@@ -70,6 +92,7 @@ class DatabaseSessionStore:
             session_id=seal(self._key, cached.session_id),
             obtained_at=datetime.fromtimestamp(cached.obtained_at, UTC),
         )
+        self._copy = (self._clock(), cached)
         try:
             with self._db.transaction() as session:
                 session.merge(row)
@@ -77,6 +100,7 @@ class DatabaseSessionStore:
             pass  # another worker stored its fresh session first; both are valid
 
     def discard(self, session_id: str) -> None:
+        self._copy = None
         # Only the session that failed is dropped: another worker may already have renewed
         # it. Sealing is randomised, so the row is compared by what it opens to.
         with self._db.transaction() as session:

@@ -1,0 +1,64 @@
+"""The connection pool and the shared upstream session, against real databases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.stack import wait_until
+from webhook_app.db import Database, make_engine
+from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
+from webhook_app.upstream import CachedSession
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_ended_is_replaced_at_checkout(
+    postgres_server: str,
+) -> None:
+    engine = make_engine(postgres_server, pool_size=1)
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            first = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with admin.connect() as connection:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+            wait_until(
+                lambda: (
+                    not connection.execute(
+                        text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": first}
+                    ).first()
+                ),
+                10,
+                "the backend to end",
+            )
+        with engine.connect() as connection:  # the dead one is noticed without an error
+            second = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert second != first
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def test_the_upstream_session_is_remembered_briefly_and_forgotten_when_discarded(
+    database: Database,
+) -> None:
+    now = [1000.0]
+    key = session_key("k", "u", "p")
+    reader = DatabaseSessionStore(database, key, remember=30, clock=lambda: now[0])
+    writer = DatabaseSessionStore(database, key)
+    with database.transaction() as session:
+        session.execute(text("DELETE FROM upstream_sessions"))
+    assert reader.load() is None
+
+    writer.save(CachedSession("fresh-session", time.time()))
+    assert reader.load() is None  # remembered for a while: no database read per call
+    now[0] += 31
+    loaded = reader.load()
+    assert loaded is not None and loaded.session_id == "fresh-session"
+
+    reader.discard("fresh-session")  # refused upstream: the next load reads again
+    assert reader.load() is None
+    with database.transaction() as session:
+        session.execute(text("DELETE FROM upstream_sessions"))

@@ -1,0 +1,85 @@
+"""Counting database round trips per process, for the benchmark kit.
+
+With DB_STATEMENT_COUNTS naming a directory, every engine counts its statements and its
+transactions, and each process writes the totals to `<directory>/<pid>.json` several times a
+second. Off by default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+VARIABLE = "DB_STATEMENT_COUNTS"
+FLUSH_EVERY = 0.2
+
+_lock = threading.Lock()
+_counts: dict[str, int] = {}
+_owner: int | None = None  # the pid the counts belong to: a forked child starts afresh
+
+
+def install_from_env(engine: Engine) -> None:
+    directory = os.environ.get(VARIABLE)
+    if directory:
+        install(engine, Path(directory))
+
+
+def install(engine: Engine, directory: Path) -> None:
+    """Count what this engine sends; the totals of the process go to a file in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def count(name: str) -> None:
+        global _owner
+        with _lock:
+            if _owner != os.getpid():
+                _owner = os.getpid()
+                _counts.clear()
+                threading.Thread(target=_flush_forever, args=(directory,), daemon=True).start()
+            _counts[name] = _counts.get(name, 0) + 1
+
+    def on_statement(*_: Any) -> None:
+        count("statements")
+
+    def on_commit(*_: Any) -> None:
+        count("commits")
+
+    def on_rollback(*_: Any) -> None:
+        count("rollbacks")
+
+    event.listen(engine, "before_cursor_execute", on_statement)
+    event.listen(engine, "commit", on_commit)
+    event.listen(engine, "rollback", on_rollback)
+
+
+def _flush_forever(directory: Path) -> None:
+    pid = os.getpid()
+    written: dict[str, int] = {}
+    while _owner == pid:
+        with _lock:
+            snapshot = dict(_counts)
+        if snapshot != written:
+            temporary = directory / f".{pid}.tmp"
+            temporary.write_text(json.dumps(snapshot))
+            temporary.replace(directory / f"{pid}.json")
+            written = snapshot
+        time.sleep(FLUSH_EVERY)
+
+
+def read_totals(directory: Path) -> dict[str, int]:
+    """The sum over every process that wrote to `directory` or below it."""
+    totals: dict[str, int] = {}
+    for path in directory.rglob("*.json"):
+        try:
+            counts = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for name, value in counts.items():
+            totals[name] = totals.get(name, 0) + int(value)
+    return totals
