@@ -120,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{plan.name} run: every measurement {plan.reps} times; HTTP loads by wrk "
         f"({plan.connections} connections unless said otherwise, 2 threads, {plan.seconds:g} s "
         "each, then it stops)",
-        f"gunicorn: {plan.web_workers} workers x {plan.web_threads} threads (gthread), access log "
-        "on, as `webhook-app serve` runs it; the references are served with the same arguments",
+        f"gunicorn: {plan.web_workers} workers x {plan.web_threads} threads (gthread), no access "
+        "log (the app logs each request), as `webhook-app serve` runs it; the references are "
+        "served with the same arguments",
         f"Celery: {plan.celery_processes} prefork processes, prefetch 1, late acknowledgement, "
         f"Redis broker at {broker} with its own queue `{queue}` (nothing else in Redis is touched)",
         f"PostgreSQL at {server.split('@')[-1].rsplit('/', 1)[0]}, trust authentication; its own "

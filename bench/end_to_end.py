@@ -25,7 +25,8 @@ from webhook_app.queue import make_celery
 from webhook_app.settings import Settings
 
 RECEIVED = re.compile(r"Task (\S+)\[[^\]]+\] received")
-ENDED = re.compile(r"Task \S+\[[^\]]+\] (succeeded|retry|raised)")
+# The worker logs one line per task it ran, whatever its outcome (webhook_app.logs).
+ENDED = re.compile(r"\btask finished \[outcome=")
 
 
 def parse_time(value: str) -> datetime:

@@ -22,7 +22,10 @@ from webhook_app.tokens import callback_token
 
 BLOCK = 100  # previews of a block of jobs, then their finals
 DUPLICATE_EVERY = 10  # every tenth message is followed by a repeat of an earlier one
-ANSWERED = re.compile(rb'"POST /callbacks/\S+ HTTP/1\.[01]" (\d{3}) ')
+# The app's own line per request (webhook_app.web.observe), as text or as JSON.
+ANSWERED = re.compile(
+    rb'route=/callbacks/\S+ status=(\d{3})|"route": "/callbacks/[^"]+", "status": (\d{3})'
+)
 PROMPT = "a lighthouse at dawn over a calm sea, soft golden light, long exposure, " * 2
 
 
@@ -227,8 +230,8 @@ class Ingestion:
     def reconcile_counts(self) -> tuple[int, int, str]:
         answered = 0
         for log in self.kit.workdir.glob("web*.log"):
-            for status in ANSWERED.findall(log.read_bytes()):
-                answered += status.startswith(b"2")
+            for as_text, as_json in ANSWERED.findall(log.read_bytes()):
+                answered += (as_text or as_json).startswith(b"2")
         url = database.libpq_url(self.kit.stack.env["DATABASE_URL"])
         with psycopg.connect(url) as connection:
             row = connection.execute(
