@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, joinedload, lazyload
 from webhook_app import logs
 from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
-from webhook_app.models import Delivery, Event, Job
+from webhook_app.models import Delivery, Event, Job, JobItem
 from webhook_app.queue import SUBMIT_JOB
 from webhook_app.states import JobStatus
 
@@ -182,7 +182,11 @@ def get_job(session: Session, public_id: str) -> Job | None:
 
 
 # Built once: these run on every callback and every read of one job.
-_LOCKED = select(Job).with_for_update(of=Job).options(lazyload(Job.items))
+_LOCKED = (
+    select(Job)
+    .with_for_update(of=Job)
+    .options(lazyload(Job.items).joinedload(JobItem.archive))  # one query for both, when used
+)
 _LOCK_BY_PUBLIC_ID = _LOCKED.where(Job.public_id == bindparam("key"))
 _LOCK_BY_ID = _LOCKED.where(Job.id == bindparam("key"))
 _GET = select(Job).where(Job.public_id == bindparam("key")).options(joinedload(Job.items))

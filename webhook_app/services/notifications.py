@@ -63,12 +63,16 @@ def job_summary(job: Job, status: str, base_url: str = "") -> dict[str, Any]:
     }
 
 
+_SUBSCRIPTIONS = select(Subscription).order_by(Subscription.id)
+
+
 def notify_finished(session: Session, job: Job, status: str, *, now: datetime) -> None:
     """Write one notification per interested subscriber, to be sent after the commit."""
     # A job reaches each status once (transitions only go forward), so there is one
     # notification per subscriber and event, as the unique constraint holds.
     event_type = f"job.{status}"
-    subscriptions = session.scalars(select(Subscription).order_by(Subscription.id)).all()
+    with session.no_autoflush:  # the job's pending changes are flushed once, at the commit
+        subscriptions = session.scalars(_SUBSCRIPTIONS).all()
     for subscription in subscriptions:
         if not wants(subscription, job, status):
             continue

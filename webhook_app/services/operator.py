@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from webhook_app.db import after_commit
-from webhook_app.models import Event, Job
+from webhook_app.models import Job
 from webhook_app.queue import REFRESH_JOB
 from webhook_app.services.jobs import JobRequest, create_job, lock_job
-from webhook_app.services.progress import move
+from webhook_app.services.progress import move, record_event
 from webhook_app.services.submission import RETRY, UNKNOWN
 from webhook_app.states import JobStatus
 
@@ -25,16 +25,7 @@ class NotAllowed(ValueError):
 
 def _note(session: Session, job: Job, now: datetime, detail: dict[str, Any]) -> None:
     # An action that moves nothing is still part of the job's story.
-    session.add(
-        Event(
-            job_id=job.id,
-            at=now,
-            source=SOURCE,
-            from_status=job.status,
-            to_status=job.status,
-            detail=detail,
-        )
-    )
+    record_event(session, job, now, SOURCE, to_status=job.status, detail=detail)
 
 
 def refresh(session: Session, public_id: str, *, now: datetime) -> Job:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from webhook_app.db import after_commit
@@ -40,6 +41,32 @@ class Applied:
     detail: str | None = None
 
 
+def record_event(
+    session: Session,
+    job: Job,
+    now: datetime,
+    source: str,
+    *,
+    to_status: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Add a line to the job's story: a plain insert, since nothing reads it back here."""
+    session.connection().execute(
+        _INSERT_EVENT,
+        {
+            "job_id": job.id,
+            "at": now,
+            "source": source,
+            "from_status": job.status,
+            "to_status": to_status,
+            "detail": detail,
+        },
+    )
+
+
+_INSERT_EVENT = insert(Event)
+
+
 def move(
     session: Session,
     job: Job,
@@ -51,16 +78,7 @@ def move(
     """Record a forward transition; refuse (and record nothing) any other."""
     if not can_move(job.status, target):
         return False
-    session.add(
-        Event(
-            job_id=job.id,
-            at=now,
-            source=source,
-            from_status=job.status,
-            to_status=target.value,
-            detail=detail,
-        )
-    )
+    record_event(session, job, now, source, to_status=target.value, detail=detail)
     job.status = target.value
     job.updated_at = now
     if target in FINAL or target is JobStatus.TIMED_OUT:
