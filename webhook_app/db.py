@@ -95,6 +95,17 @@ class Database:
         self.engine = make_engine(url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.sender = sender
+        # PostgreSQL reads each statement on its own, sparing a BEGIN and a COMMIT per read
+        # request; SQLite keeps its transaction (its BEGIN IMMEDIATE queues writers).
+        autocommit = self.engine.dialect.name != "sqlite"
+        self._readers = (
+            sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
+            if autocommit
+            else None
+        )
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -105,6 +116,17 @@ class Database:
         if self.sender is not None:
             for task, args in follow_ups:
                 self.sender.send(task, *args)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session that only reads. Statements may see different moments: what reads
+        several rows that must agree with each other uses a transaction instead."""
+        if self._readers is None:
+            with self.transaction() as session:
+                yield session
+            return
+        with self._readers() as session:
+            yield session
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -47,15 +47,22 @@ def install(engine: Engine, directory: Path) -> None:
     def on_statement(*_: Any) -> None:
         count("statements")
 
-    def on_commit(*_: Any) -> None:
-        count("commits")
+    def on_commit(connection: Any) -> None:
+        if not _autocommit(connection):
+            count("commits")
 
-    def on_rollback(*_: Any) -> None:
-        count("rollbacks")
+    def on_rollback(connection: Any) -> None:
+        if not _autocommit(connection):
+            count("rollbacks")
 
     event.listen(engine, "before_cursor_execute", on_statement)
     event.listen(engine, "commit", on_commit)
     event.listen(engine, "rollback", on_rollback)
+
+
+def _autocommit(connection: Any) -> bool:
+    # Such a connection sends no BEGIN, COMMIT or ROLLBACK: its transactions cost nothing.
+    return bool(connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
 
 
 def _flush_forever(directory: Path) -> None:

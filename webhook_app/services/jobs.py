@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, lazyload
+from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
 
 from webhook_app import logs
 from webhook_app.db import after_commit
@@ -175,7 +175,7 @@ def lock_job(
 
 
 def get_job(session: Session, public_id: str) -> Job | None:
-    """A job and its items, in one query."""
+    """A job, its items and their archives, in one query."""
     if "\x00" in public_id:  # PostgreSQL text cannot hold it; no id contains it
         return None
     return session.execute(_GET, {"key": public_id}).unique().scalar_one_or_none()
@@ -189,7 +189,15 @@ _LOCKED = (
 )
 _LOCK_BY_PUBLIC_ID = _LOCKED.where(Job.public_id == bindparam("key"))
 _LOCK_BY_ID = _LOCKED.where(Job.id == bindparam("key"))
-_GET = select(Job).where(Job.public_id == bindparam("key")).options(joinedload(Job.items))
+_GET = (
+    select(Job)
+    .where(Job.public_id == bindparam("key"))
+    .options(joinedload(Job.items).joinedload(JobItem.archive))
+)
+# A page of jobs, then their items with their archives in a second query.
+_PAGE = (
+    select(Job).order_by(Job.id.desc()).options(selectinload(Job.items).joinedload(JobItem.archive))
+)
 
 
 def status_of(session: Session, public_id: str) -> str | None:
@@ -230,7 +238,7 @@ def list_jobs(
     prompt_contains: str | None = None,
 ) -> Page:
     """Newest first. The cursor is the last id seen, so new jobs never shift later pages."""
-    query = select(Job).order_by(Job.id.desc()).limit(limit + 1)
+    query = _PAGE.limit(limit + 1)
     query = _filtered(query, status, created_after, prompt_contains)
     if cursor is not None:
         query = query.where(Job.id < decode_cursor(cursor))

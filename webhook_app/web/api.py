@@ -41,11 +41,11 @@ def _invalid_request(exc: jobs.InvalidRequest) -> Any:
 
 
 def _found(view: F) -> F:
-    """Resolve <job_id> to a Job inside one read transaction, or answer 404."""
+    """Resolve <job_id> to a Job in a reading session, or answer 404."""
 
     @wraps(view)
     def wrapper(job_id: str) -> Any:
-        with services().db.transaction() as session:
+        with services().db.read() as session:
             job = jobs.get_job(session, job_id) if is_public_id(job_id) else None
             if job is None:
                 return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
@@ -123,7 +123,7 @@ def list_jobs() -> Any:
         return invalid("limit", "must be an integer", 400)
     if not 1 <= limit <= jobs.MAX_PAGE:
         return invalid("limit", f"must be between 1 and {jobs.MAX_PAGE}", 400)
-    with services().db.transaction() as session:
+    with services().db.read() as session:
         page = jobs.list_jobs(
             session,
             status=status,
@@ -160,7 +160,7 @@ def get_job(session: Any, job: Job) -> Any:
 def stats() -> Any:
     """Jobs per status, with the same filters as the list."""
     created_after, prompt_contains = _created_after(), _text_filter()
-    with services().db.transaction() as session:
+    with services().db.read() as session:
         counts = jobs.count_by_status(
             session, created_after=created_after, prompt_contains=prompt_contains
         )

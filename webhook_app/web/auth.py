@@ -31,7 +31,7 @@ def _scope_of(token: str) -> str | None:
         return WRITE
     if not token.startswith(api_tokens.PREFIX):
         return None
-    with svc.db.transaction() as session:
+    with svc.db.read() as session:
         found = api_tokens.find_active(session, token)
         return found.scope if found else None
 

@@ -25,7 +25,7 @@ CACHE_FOREVER = "private, max-age=31536000, immutable"
 def item_image(job_id: str, item_uuid: str) -> Any:
     if not is_public_id(job_id) or "\x00" in item_uuid:
         return jsonify(error_body("not_found", "no such item in this job")), 404
-    with services().db.transaction() as session:
+    with services().db.read() as session:
         item = find_item(session, job_id, item_uuid[:64])
         if item is None:
             return jsonify(error_body("not_found", "no such item in this job")), 404

@@ -72,7 +72,7 @@ def wait_until_settled(
         if not acquired:
             return False
         while True:
-            with db.transaction() as session:
+            with db.read() as session:
                 status = jobs.status_of(session, public_id)
             remaining = deadline - clock()
             if status is None or status in TERMINAL or remaining <= 0:
