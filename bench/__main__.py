@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start(
             "web",
             "serve",
+            "--host",
+            "127.0.0.1",
             "--port",
             str(stack.web_port),
             "--workers",

@@ -255,6 +255,8 @@ def start_web(kit: Kit, workers: int) -> str:
     kit.stack.start(
         name,
         "serve",
+        "--host",
+        "127.0.0.1",
         "--port",
         str(port),
         "--workers",

@@ -123,7 +123,9 @@ class Stack:
     def start_web(self, workers: int = 2, name: str = "web", port: int | None = None) -> str:
         """Start a gunicorn (another one when given a name and port); return its URL."""
         port = port or self.web_port
-        self.start(name, "serve", "--port", str(port), "--workers", str(workers))
+        self.start(
+            name, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)
+        )
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: requests.get(f"{url}/readyz", timeout=1).ok, 30, f"gunicorn {name}")
         return url
