@@ -103,7 +103,7 @@ class EndToEnd:
         # created_after is strict: start a moment before the first job.
         since = datetime.now().astimezone() - timedelta(seconds=1)
         last_id = self.scalar("SELECT max(id) FROM jobs")
-        meter = CpuMeter(kit.cpu_groups())
+        meter = CpuMeter(kit.cpu_groups)
         meter.start()
         started = time.monotonic()
         with ThreadPoolExecutor(plan.creators) as pool:

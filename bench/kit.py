@@ -184,7 +184,7 @@ class Kit:
         directory, the round trips its processes made."""
         # Only loads move a part's counts: the last settled reading is where this one starts.
         before = (self._settled.get(counts) or self.settled_counts(counts)) if counts else {}
-        meter = CpuMeter(self.cpu_groups())
+        meter = CpuMeter(self.cpu_groups)
         meter.start()
         load = run_wrk(
             self.wrk,

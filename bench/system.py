@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -159,13 +159,20 @@ class CpuShare:
 
 
 class CpuMeter:
-    """CPU used by named groups of processes between start() and stop()."""
+    """CPU used by named groups of processes between start() and stop().
 
-    def __init__(self, groups: Mapping[str, Iterable[int]]) -> None:
-        self._groups = {name: list(pids) for name, pids in groups.items()}
+    The groups are listed again at the end: a process started meanwhile (a database backend
+    for a new pooled connection, say) counts with all it used, since it began within.
+    """
+
+    def __init__(self, groups: Callable[[], Mapping[str, Iterable[int]]]) -> None:
+        self._list = groups
 
     def start(self) -> None:
-        self._before = {name: cpu_seconds(pids) for name, pids in self._groups.items()}
+        self._groups = {name: set(pids) for name, pids in self._list().items()}
+        self._before = {
+            name: {pid: cpu_seconds([pid]) for pid in pids} for name, pids in self._groups.items()
+        }
         self._machine = machine_busy_seconds()
         self._self = sum(os.times()[:2])
         self._wall = time.monotonic()
@@ -173,8 +180,11 @@ class CpuMeter:
     def stop(self, extra: Mapping[str, float] | None = None) -> CpuShare:
         wall = max(1e-6, time.monotonic() - self._wall)
         share = CpuShare(wall=wall, busy=(machine_busy_seconds() - self._machine) / wall)
-        for name, pids in self._groups.items():
-            share.cores[name] = max(0.0, cpu_seconds(pids) - self._before[name]) / wall
+        for name, pids in self._list().items():
+            before = self._before.get(name, {})
+            # One that ended meanwhile reads as 0: what it used is lost, never negative.
+            used = (max(0.0, cpu_seconds([pid]) - before.get(pid, 0.0)) for pid in set(pids))
+            share.cores[name] = sum(used) / wall
         share.cores["bench"] = (sum(os.times()[:2]) - self._self) / wall
         for name, seconds in (extra or {}).items():
             share.cores[name] = share.cores.get(name, 0.0) + seconds / wall

@@ -12,13 +12,14 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, lazyload, selectinload
+from sqlalchemy.orm import Session, joinedload, lazyload
 
 from webhook_app import logs
 from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.models import Delivery, Event, Job, JobItem
 from webhook_app.queue import SUBMIT_JOB
+from webhook_app.services import views
 from webhook_app.states import JobStatus
 
 MAX_METADATA_BYTES = 8192
@@ -194,10 +195,6 @@ _GET = (
     .where(Job.public_id == bindparam("key"))
     .options(joinedload(Job.items).joinedload(JobItem.archive))
 )
-# A page of jobs, then their items with their archives in a second query.
-_PAGE = (
-    select(Job).order_by(Job.id.desc()).options(selectinload(Job.items).joinedload(JobItem.archive))
-)
 
 
 def status_of(session: Session, public_id: str) -> str | None:
@@ -209,7 +206,7 @@ def status_of(session: Session, public_id: str) -> str | None:
 
 @dataclass(frozen=True)
 class Page:
-    jobs: Sequence[Job]
+    jobs: Sequence[views.JobView]
     next_cursor: str | None
 
 
@@ -238,11 +235,11 @@ def list_jobs(
     prompt_contains: str | None = None,
 ) -> Page:
     """Newest first. The cursor is the last id seen, so new jobs never shift later pages."""
-    query = _PAGE.limit(limit + 1)
+    query = views.JOBS.order_by(Job.id.desc()).limit(limit + 1)
     query = _filtered(query, status, created_after, prompt_contains)
     if cursor is not None:
         query = query.where(Job.id < decode_cursor(cursor))
-    jobs = list(session.scalars(query))
+    jobs = views.job_views(session.connection(), query)
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return Page(jobs=jobs, next_cursor=encode_cursor(jobs[-1].id) if more else None)
@@ -274,11 +271,11 @@ def count_by_status(
     return counts
 
 
-def deliveries_of(session: Session, job: Job) -> Sequence[Delivery]:
+def deliveries_of(session: Session, job: views.JobView) -> Sequence[Delivery]:
     return session.scalars(
         select(Delivery).where(Delivery.job_id == job.id).order_by(Delivery.id)
     ).all()
 
 
-def events_of(session: Session, job: Job) -> Sequence[Event]:
+def events_of(session: Session, job: views.JobView) -> Sequence[Event]:
     return session.scalars(select(Event).where(Event.job_id == job.id).order_by(Event.id)).all()

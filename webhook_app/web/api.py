@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 from webhook_app.app import error_body, services
 from webhook_app.models import Job, is_public_id, utcnow
 from webhook_app.payloads import PayloadError, parse_json
-from webhook_app.services import jobs, operator
+from webhook_app.services import jobs, operator, views
 from webhook_app.states import JobStatus
 from webhook_app.web import waiting
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
@@ -46,7 +46,7 @@ def _found(view: F) -> F:
     @wraps(view)
     def wrapper(job_id: str) -> Any:
         with services().db.read() as session:
-            job = jobs.get_job(session, job_id) if is_public_id(job_id) else None
+            job = views.job_view(session.connection(), job_id) if is_public_id(job_id) else None
             if job is None:
                 return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
             return view(session, job)
@@ -75,7 +75,7 @@ def create_job() -> Any:
                 deadline=svc.settings.deadline,
                 idempotency_key=key,
             )
-            body = job_json(job)
+            body = job_json(views.view_of(job))
     except jobs.IdempotencyConflict:
         message = "was already used for a different request"
         return jsonify(error_body("idempotency_conflict", f"Idempotency-Key {message}")), 409
@@ -152,7 +152,7 @@ def _waits(view: F) -> F:
 @blueprint.get("/jobs/<job_id>")
 @_waits
 @_found
-def get_job(session: Any, job: Job) -> Any:
+def get_job(session: Any, job: views.JobView) -> Any:
     return jsonify(job_json(job))
 
 
@@ -169,13 +169,13 @@ def stats() -> Any:
 
 @blueprint.get("/jobs/<job_id>/deliveries")
 @_found
-def job_deliveries(session: Any, job: Job) -> Any:
+def job_deliveries(session: Any, job: views.JobView) -> Any:
     return jsonify({"deliveries": [delivery_json(d) for d in jobs.deliveries_of(session, job)]})
 
 
 @blueprint.get("/jobs/<job_id>/events")
 @_found
-def job_events(session: Any, job: Job) -> Any:
+def job_events(session: Any, job: views.JobView) -> Any:
     return jsonify({"events": [event_json(e) for e in jobs.events_of(session, job)]})
 
 
@@ -187,7 +187,7 @@ def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> 
     try:
         with svc.db.transaction() as session:
             job = action(session, job_id, now=utcnow(), **kwargs)
-            body = job_json(job)
+            body = job_json(views.view_of(job))
     except LookupError:
         return not_found
     except operator.NotAllowed as exc:

@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from webhook_app.models import Delivery, Event, ItemArchive, Job, JobItem
+from webhook_app.models import Delivery, Event
 from webhook_app.services.archive import ARCHIVED, image_path
+from webhook_app.services.views import ArchiveView, ItemView, JobView
 
 
 def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def job_json(job: Job) -> dict[str, Any]:
+def job_json(job: JobView) -> dict[str, Any]:
     base = f"/api/v1/jobs/{job.public_id}"
     return {
         "id": job.public_id,
@@ -30,7 +31,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "submission": job.submission,
         "attempts": job.attempts,
         "last_error": job.last_error,
-        "retry_of": job.retry_of.public_id if job.retry_of_id and job.retry_of else None,
+        "retry_of": job.retry_of,
         "items": [item_json(item, job.public_id) for item in job.items],
         "results_archived": results_archived(job),
         "created_at": _time(job.created_at),
@@ -42,7 +43,7 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-def item_json(item: JobItem, job_public_id: str) -> dict[str, Any]:
+def item_json(item: ItemView, job_public_id: str) -> dict[str, Any]:
     archive = archive_json(item.archive, image_path(job_public_id, item.uuid))
     return {
         "uuid": item.uuid,
@@ -56,19 +57,19 @@ def item_json(item: JobItem, job_public_id: str) -> dict[str, Any]:
     }
 
 
-def image_url(item: JobItem, archive: dict[str, Any] | None) -> str | None:
+def image_url(item: ItemView, archive: dict[str, Any] | None) -> str | None:
     """Our copy once it is kept; until then the upstream's temporary one."""
     return archive["url"] if archive and archive["state"] == ARCHIVED else item.preview_url
 
 
-def results_archived(job: Job) -> bool:
+def results_archived(job: JobView) -> bool:
     """Every result of the job is in our own store."""
     return bool(job.items) and all(
         item.archive is not None and item.archive.state == ARCHIVED for item in job.items
     )
 
 
-def archive_json(archive: ItemArchive | None, url: str) -> dict[str, Any] | None:
+def archive_json(archive: ArchiveView | None, url: str) -> dict[str, Any] | None:
     if archive is None:
         return None
     return {
