@@ -57,6 +57,9 @@ def test_retry_makes_a_new_linked_job_and_submits_it_once(
     new = response.get_json()
     assert new["id"] != job["id"] and new["retry_of"] == job["id"]
     assert new["prompt"] == "a heron" and new["status"] == "queued"
+    read = client.get(f"/api/v1/jobs/{new['id']}", headers=auth).get_json()
+    listed = client.get("/api/v1/jobs", headers=auth).get_json()["jobs"]
+    assert read["retry_of"] == job["id"] and read == listed[0]  # the link is read back too
     assert [name for name, _ in enqueuer.sent[sent_before:]] == [SUBMIT_JOB]
     note = events(client, auth, job["id"])[-1]
     assert note["source"] == "operator" and note["detail"]["retried_as"] == new["id"]
