@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from tests.factories import T0, generation, make_job
 from tests.stack import free_port
@@ -90,15 +90,15 @@ def archive_of(database: Database, item_uuid: str) -> ItemArchive:
 def run(
     database: Database, storage: LocalStorage, item_uuid: str, clock: Clock, **limits: Any
 ) -> str | None:
-    return archive.archive_item(
+    return archive.archive_items(
         database,
         storage,
         requests.Session(),
-        item_uuid,
+        [item_uuid],
         clock=clock,
         max_bytes=limits.get("max_bytes", 1024 * 1024),
         timeout=5,
-    )
+    )[0]
 
 
 def test_a_preview_asks_once_for_the_archive_of_its_items(
@@ -140,6 +140,34 @@ def test_the_image_is_kept_with_its_checksum_and_size(
         64,
     )
     assert kept.archived_at == T0 and kept.attempts == 1 and kept.last_error is None
+
+
+def test_the_items_of_one_message_are_archived_together_in_two_transactions(
+    database: Database, sandbox: SandboxServer, storage: LocalStorage
+) -> None:
+    data = sandbox_generation(sandbox)
+    public_id, uuids, _ = job_with(database, data)
+    transactions: list[Any] = []
+    count = transactions.append
+    event.listen(database.engine, "commit", count)
+    try:
+        states = archive.archive_items(
+            database,
+            storage,
+            requests.Session(),
+            [*uuids, "no-such-item"],
+            clock=Clock(),
+            max_bytes=1024 * 1024,
+            timeout=5,
+        )
+    finally:
+        event.remove(database.engine, "commit", count)
+    assert states == [archive.ARCHIVED] * len(uuids) + [None]
+    assert len(transactions) == 2
+    for item_uuid in uuids:
+        kept = archive_of(database, item_uuid)
+        assert kept.state == archive.ARCHIVED and kept.attempts == 1
+        assert (storage.root / f"{public_id}/{item_uuid}.png").exists()
 
 
 def test_an_expired_preview_fails_with_the_reason(

@@ -83,15 +83,15 @@ def test_images_are_archived_to_the_bucket_and_served_from_it(
     data = sandbox_generation(sandbox)
     public_id, uuids, _ = job_with(database, data)
 
-    state = archive.archive_item(
+    state = archive.archive_items(
         database,
         storage,
         requests.Session(),
-        uuids[0],
+        [uuids[0]],
         clock=Clock(),
         max_bytes=1024 * 1024,
         timeout=5,
-    )
+    )[0]
 
     assert state == archive.ARCHIVED
     upstream = requests.get(data["items"][0]["previewUrl"], timeout=5).content

@@ -246,18 +246,15 @@ def reconcile() -> dict[str, int]:
 def archive_items(*item_uuids: str) -> list[str | None]:
     """One attempt at keeping our own copy of each item's image."""
     ctx = context()
-    return [
-        archive.archive_item(
-            ctx.db,
-            ctx.storage,
-            ctx.http,
-            item_uuid,
-            clock=ctx.now,
-            max_bytes=ctx.settings.archive_max_bytes,
-            timeout=ctx.settings.archive_timeout,
-        )
-        for item_uuid in item_uuids
-    ]
+    return archive.archive_items(
+        ctx.db,
+        ctx.storage,
+        ctx.http,
+        item_uuids,
+        clock=ctx.now,
+        max_bytes=ctx.settings.archive_max_bytes,
+        timeout=ctx.settings.archive_timeout,
+    )
 
 
 @shared_task(name=DELIVER_NOTIFICATION)

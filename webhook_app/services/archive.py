@@ -7,7 +7,7 @@ sends what is due), anything else fails the archive with its reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -61,43 +61,72 @@ class Attempt:
     key_stem: str
 
 
-def start_attempt(session: Session, item_uuid: str, *, now: datetime) -> Attempt | None:
-    """Take a pending archive for one attempt, or None if there is nothing to do."""
-    row = session.execute(
-        select(ItemArchive, JobItem.preview_url, Job.public_id)
+def start_attempts(session: Session, item_uuids: Sequence[str], *, now: datetime) -> list[Attempt]:
+    """Take the pending archives among these items, each for one attempt."""
+    rows = session.execute(
+        select(ItemArchive, JobItem.uuid, JobItem.preview_url, Job.public_id)
         .join(JobItem, ItemArchive.item_id == JobItem.id)
         .join(Job, JobItem.job_id == Job.id)
-        .where(JobItem.uuid == item_uuid)
+        .where(JobItem.uuid.in_(item_uuids))
+        .order_by(ItemArchive.id)  # one locking order, so two tasks never deadlock
         .with_for_update(of=ItemArchive)
-    ).first()
-    if row is None:
-        return None
-    archive, url, job_public_id = row
-    logs.bind(job_id=job_public_id)
-    if archive.state != PENDING or not url:
-        return None
-    archive.attempts += 1
-    archive.next_attempt_at = now + LEASE
-    return Attempt(item_uuid, url, f"{job_public_id}/{item_uuid}")
+    ).all()
+    if len({job_public_id for *_, job_public_id in rows}) == 1:
+        logs.bind(job_id=rows[0].public_id)
+    attempts = []
+    for archive, item_uuid, url, job_public_id in rows:
+        if archive.state != PENDING or not url:
+            continue
+        archive.attempts += 1
+        archive.next_attempt_at = now + LEASE
+        attempts.append(Attempt(item_uuid, url, f"{job_public_id}/{item_uuid}"))
+    return attempts
 
 
-def _locked(session: Session, item_uuid: str) -> ItemArchive | None:
-    return session.scalar(
-        select(ItemArchive)
-        .join(JobItem, ItemArchive.item_id == JobItem.id)
-        .where(JobItem.uuid == item_uuid)
-        .with_for_update(of=ItemArchive)
-    )
+@dataclass(frozen=True)
+class Kept:
+    key: str
+    fetched: Fetched
 
 
-def record_archived(
-    session: Session, item_uuid: str, fetched: Fetched, key: str, *, now: datetime
-) -> None:
-    archive = _locked(session, item_uuid)
-    if archive is None:
-        return
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+    transient: bool
+
+
+def record_outcomes(
+    session: Session, outcomes: Mapping[str, Kept | Failed], *, now: datetime
+) -> dict[str, str]:
+    """Keep what each attempt achieved; the archives' states after it, by item."""
+    archives = {
+        item_uuid: archive
+        for archive, item_uuid in session.execute(
+            select(ItemArchive, JobItem.uuid)
+            .join(JobItem, ItemArchive.item_id == JobItem.id)
+            .where(JobItem.uuid.in_(list(outcomes)))
+            .order_by(ItemArchive.id)
+            .with_for_update(of=ItemArchive)
+        )
+    }
+    states = {}
+    for item_uuid, outcome in outcomes.items():
+        archive = archives.get(item_uuid)
+        if isinstance(outcome, Kept):
+            if archive is not None:
+                _archived(archive, outcome, now)
+            states[item_uuid] = ARCHIVED
+        elif archive is None:
+            states[item_uuid] = FAILED
+        else:
+            states[item_uuid] = _failed(archive, outcome, now)
+    return states
+
+
+def _archived(archive: ItemArchive, kept: Kept, now: datetime) -> None:
+    fetched = kept.fetched
     archive.state = ARCHIVED
-    archive.storage_key = key
+    archive.storage_key = kept.key
     archive.sha256 = fetched.sha256
     archive.size = len(fetched.data)
     archive.content_type = fetched.info.content_type
@@ -107,15 +136,12 @@ def record_archived(
     archive.last_error = None
 
 
-def record_failure(
-    session: Session, item_uuid: str, reason: str, *, transient: bool, now: datetime
-) -> str:
+def _failed(archive: ItemArchive, failed: Failed, now: datetime) -> str:
     """Schedule another attempt for a passing failure, else fail the archive; the new state."""
-    archive = _locked(session, item_uuid)
-    if archive is None or archive.state != PENDING:
-        return archive.state if archive else FAILED
-    archive.last_error = reason[:500]
-    if transient and archive.attempts < MAX_ATTEMPTS:
+    if archive.state != PENDING:
+        return archive.state
+    archive.last_error = failed.reason[:500]
+    if failed.transient and archive.attempts < MAX_ATTEMPTS:
         archive.next_attempt_at = now + retry_delay(archive.attempts)
     else:
         archive.state = FAILED
@@ -123,35 +149,47 @@ def record_failure(
     return archive.state
 
 
-def archive_item(
+def archive_items(
     db: Database,
     storage: Storage,
     http: requests.Session,
-    item_uuid: str,
+    item_uuids: Sequence[str],
     *,
     clock: Callable[[], datetime],
     max_bytes: int,
     timeout: float,
-) -> str | None:
-    """One attempt at archiving one item; returns the archive's state after it (None: skipped)."""
+) -> list[str | None]:
+    """One attempt at archiving each item; the archives' states after it (None: skipped).
+
+    Two transactions in all: one takes the attempts, one keeps what they achieved. A task that
+    dies in between leaves its archives pending until their lease ends; then they are sent again.
+    """
     with db.transaction() as session:
-        attempt = start_attempt(session, item_uuid, now=clock())
-    if attempt is None:
-        return None
+        attempts = start_attempts(session, item_uuids, now=clock())
+    outcomes = {
+        attempt.item_uuid: _attempt(storage, http, attempt, max_bytes=max_bytes, timeout=timeout)
+        for attempt in attempts
+    }
+    states: dict[str, str] = {}
+    if outcomes:
+        with db.transaction() as session:
+            states = record_outcomes(session, outcomes, now=clock())
+    for state in states.values():
+        metrics.ARCHIVES.labels(outcome="retry" if state == PENDING else state).inc()
+    return [states.get(item_uuid) for item_uuid in item_uuids]
+
+
+def _attempt(
+    storage: Storage, http: requests.Session, attempt: Attempt, *, max_bytes: int, timeout: float
+) -> Kept | Failed:
     try:
         fetched = fetch_image(http, attempt.url, max_bytes=max_bytes, timeout=timeout)
         key = f"{attempt.key_stem}.{EXTENSIONS[fetched.info.format]}"
         storage.put(key, fetched.data, fetched.info.content_type)
     except (FetchError, StorageError) as exc:
         transient = exc.transient if isinstance(exc, FetchError) else True
-        with db.transaction() as session:
-            state = record_failure(session, item_uuid, str(exc), transient=transient, now=clock())
-        metrics.ARCHIVES.labels(outcome="retry" if state == PENDING else FAILED).inc()
-        return state
-    with db.transaction() as session:
-        record_archived(session, item_uuid, fetched, key, now=clock())
-    metrics.ARCHIVES.labels(outcome=ARCHIVED).inc()
-    return ARCHIVED
+        return Failed(str(exc), transient)
+    return Kept(key, fetched)
 
 
 def due_archives(session: Session, *, now: datetime, limit: int = 200) -> list[str]:
