@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from webhook_app import metrics
 from webhook_app.kinds import image_generation as kind
@@ -194,7 +194,7 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
 def enrich_job(self: Task, job_id: int) -> None:
     """Record width, height and type of each item of a completed job."""
     ctx = context()
-    with ctx.db.transaction() as session:
+    with ctx.db.read() as session:
         pending = session.execute(
             select(JobItem.id, JobItem.uuid).where(
                 JobItem.job_id == job_id, JobItem.width.is_(None)
@@ -275,16 +275,19 @@ def deliver_notification(public_id: str) -> str | None:
 def job_finished(self: Task, job_id: int, status: str) -> None:
     """Count the job's duration, and hand it to ON_JOB_DONE_TASK when one is configured."""
     ctx = context()
-    with ctx.db.transaction() as session:
-        job = session.get(Job, job_id)
+    hook = ctx.settings.on_job_done_task
+    with ctx.db.read() as session:
+        job = session.get(Job, job_id, options=[lazyload(Job.items)])
         if job is None:
             return
-        summary = notifications.job_summary(job, status, ctx.settings.public_base_url)
-    if ctx.settings.on_job_done_task:
+        summary = None
+        if hook:  # only a hook is told the items: read them for it alone
+            summary = notifications.job_summary(job, status, ctx.settings.public_base_url)
+    if hook and summary is not None:
         try:
             ctx.enqueuer.send_to(
                 ctx.settings.on_job_done_queue,
-                ctx.settings.on_job_done_task,
+                hook,
                 job_id=summary["id"],
                 status=status,
                 items=summary["items"],
