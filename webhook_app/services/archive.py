@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from webhook_app import logs, metrics
@@ -41,17 +41,33 @@ def retry_delay(attempts: int) -> timedelta:
 
 def request_archives(session: Session, items: Iterable[JobItem], *, now: datetime) -> None:
     """Mark each item's image as to be archived and ask for it once the change is committed."""
-    requested = []
-    for item in items:
-        if item.archive is not None:
-            continue
-        item.archive = ItemArchive(
-            state=PENDING, attempts=0, created_at=now, next_attempt_at=now + LEASE
-        )
-        requested.append(item.uuid)
-    if requested:
-        # One message for the items a report revealed together; each keeps its own state.
-        after_commit(session, ARCHIVE_ITEMS, *requested)
+    wanted = [item for item in items if item.archive is None]
+    if not wanted:
+        return
+    if any(item.id is None for item in wanted):
+        session.flush()  # items the report just revealed get their ids
+    # One plain insert for all: the ORM would read each new row's id back, and nothing here
+    # reads the archives again (an item's `archive` is reloaded if something does).
+    session.connection().execute(
+        _NEW_ARCHIVE,
+        [
+            {
+                "item_id": item.id,
+                "state": PENDING,
+                "attempts": 0,
+                "created_at": now,
+                "next_attempt_at": now + LEASE,
+            }
+            for item in wanted
+        ],
+    )
+    for item in wanted:
+        session.expire(item, ["archive"])
+    # One message for the items a report revealed together; each keeps its own state.
+    after_commit(session, ARCHIVE_ITEMS, *[item.uuid for item in wanted])
+
+
+_NEW_ARCHIVE = insert(ItemArchive)
 
 
 @dataclass(frozen=True)
