@@ -73,8 +73,8 @@ def server_version(server_url: str) -> str:
 def load_jobs(
     database_url: str, first: int, count: int, *, start: datetime, submitted_only: bool
 ) -> None:
-    """Insert jobs first..first+count-1 with four items each, created 10 ms apart from
-    `start`, then resume the id sequences.
+    """Insert jobs first..first+count-1 with four items each (and their archives), created
+    10 ms apart from `start`, then resume the id sequences.
 
     `submitted_only`: jobs accepted upstream and waiting for their callbacks (items known,
     no preview, no item id), as the callback load needs; otherwise the mix above, newest last.
@@ -111,15 +111,31 @@ def load_jobs(
               FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g) AS rows,
              generate_series(0, {ITEMS_PER_JOB - 1}) AS p
     """
+    # Each previewed item has its archive: kept for a completed job, pending for a running one.
+    archives = """
+        INSERT INTO item_archives (id, item_id, state, storage_key, sha256, size, content_type,
+            width, height, attempts, created_at, archived_at)
+        SELECT i.id, i.id, CASE WHEN j.status = 'completed' THEN 'archived' ELSE 'pending' END,
+            CASE WHEN j.status = 'completed' THEN j.public_id || '/' || i.uuid || '.jpg' END,
+            CASE WHEN j.status = 'completed' THEN md5(i.uuid) || md5(j.public_id) END,
+            CASE WHEN j.status = 'completed' THEN 181000 END,
+            CASE WHEN j.status = 'completed' THEN 'image/jpeg' END,
+            CASE WHEN j.status = 'completed' THEN 1344 END,
+            CASE WHEN j.status = 'completed' THEN 768 END,
+            1, j.created_at, CASE WHEN j.status = 'completed' THEN j.finished_at END
+        FROM job_items AS i JOIN jobs AS j ON j.id = i.job_id
+        WHERE i.job_id BETWEEN %(first)s AND %(last)s AND i.preview_url IS NOT NULL
+    """
     parameters = {"first": first, "last": last, "start": start}
     with psycopg.connect(libpq_url(database_url)) as connection:
         connection.execute(jobs, parameters)
         connection.execute(items, parameters)
-        for table in ("jobs", "job_items"):
+        connection.execute(archives, parameters)
+        for table in ("jobs", "job_items", "item_archives"):
             connection.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                 f"(SELECT max(id) FROM {table}))"
             )
         connection.commit()
-        connection.execute("ANALYZE jobs, job_items")
+        connection.execute("ANALYZE jobs, job_items, item_archives")
         connection.commit()

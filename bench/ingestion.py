@@ -206,10 +206,12 @@ class Ingestion:
                 f"receiver spends {cpu_ms['service'].median:.2f} ms per callback, "
                 f"{ratio(cpu_ms['service'], cpu_ms['naive']):.1f}x the naive receiver, in "
                 f"{trips['service'].median:.0f} database round trips against "
-                f"{trips['naive'].median:.0f}: authenticate, lock the job, read its items, "
-                "update the job and its items, record the transition, upsert the delivery, "
-                "commit, all through the SQLAlchemy ORM, and queue the media-data task after "
-                "a final message.",
+                f"{trips['naive'].median:.0f}: check the token, redact and parse the body, "
+                "lock the job and read its items with their archives (ORM objects), record "
+                "the transition, upsert the delivery and request the archives (plain "
+                "statements), update the job and its items (the ORM's flush), commit, then "
+                "queue the follow-up tasks (archiving after a preview; media data and the "
+                "finished-job task after a final message), log the request and count it.",
             ]
         out += [
             "",

@@ -111,9 +111,9 @@ class Queries:
             f"{cpu_ms['list'].show(2)}. During the list loads by {clients[1]} clients "
             f"{busy.show(2)} of {os.cpu_count()} cores were busy (all processes of the "
             "machine). A list page is "
-            "one indexed query for the jobs and one for their items, then 50 jobs and their "
-            "items turned into ORM objects and JSON: its latency is that CPU time, stretched "
-            "by whatever else runs on the same cores.",
+            "one indexed query for the jobs and one for their items and archives, read as "
+            "plain rows (no ORM objects) and turned into JSON; get-one is one query. Their "
+            "latency is that CPU time, stretched by whatever else runs on the same cores.",
             "",
             f"### EXPLAIN of every list query, at {loaded:,} jobs",
             "",
