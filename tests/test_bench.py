@@ -70,3 +70,29 @@ def test_smoke_run_writes_every_section(
     memory = found["## 4. Memory"]
     assert re.search(r"\| gunicorn \(service\) \| load 2 \| [\d.]+, [\d.]+ \|", memory), memory
     assert re.search(r"\| Celery worker \| end-to-end 2 \| [\d.]+, [\d.]+, [\d.]+ \|", memory)
+
+
+def test_profiles_show_where_each_hot_path_spends_its_time(
+    postgres_server: str, redis_url: str
+) -> None:
+    services = ["--postgres", postgres_server, "--redis", redis_url]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.profile", "--calls", "40", *services],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    paths = re.split(r"^## ", run.stdout, flags=re.MULTILINE)[1:]
+    # Each path's tree reaches the service's own function for it.
+    for title, function in (
+        ("callback", "receive_delivery"),
+        ("get-one", "job_view"),
+        ("list page", "job_views"),
+        ("submission task", "submit_job"),
+    ):
+        found = [path for path in paths if path.startswith(title)]
+        assert found and re.match(r"[^\n]*: \d+ calls, [\d.]+ ms CPU each", found[0]), title
+        assert function in found[0], f"{title}: {function} not in its profile"

@@ -8,9 +8,9 @@ dataclasses instead. Writers keep using the ORM; `view_of` turns what they hold 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, bindparam, select
 from sqlalchemy.orm import aliased
@@ -68,6 +68,7 @@ class JobView:
     items: tuple[ItemView, ...]
 
 
+V = TypeVar("V", JobView, ItemView, ArchiveView)
 _ORIGIN = aliased(Job)
 _JOB_COLUMNS = (
     Job.id,
@@ -157,63 +158,25 @@ def job_views(connection: Connection, query: Select[Any]) -> list[JobView]:
 
 def _item(columns: Sequence[Any]) -> ItemView:
     """An item from its columns, then its archive's id and columns (None without one)."""
-    fields = len(_ITEM_COLUMNS)
+    count = len(_ITEM_COLUMNS)
     archive = None
-    if columns[fields] is not None:
-        archive = ArchiveView(*columns[fields + 1 :])
-    return ItemView(*(*columns[:fields], archive))
+    if columns[count] is not None:
+        archive = ArchiveView(*columns[count + 1 :])
+    return ItemView(*(*columns[:count], archive))
 
 
 def view_of(job: Job) -> JobView:
     """The view of a job a writer holds (its items are loaded if they are not)."""
-    return JobView(
-        id=job.id,
-        public_id=job.public_id,
-        kind=job.kind,
-        status=job.status,
-        prompt=job.prompt,
-        aspect_ratio=job.aspect_ratio,
-        medium=job.medium,
-        meta=job.meta,
-        idempotency_key=job.idempotency_key,
-        generation_uuid=job.generation_uuid,
-        upstream_status=job.upstream_status,
-        purchase_status=job.purchase_status,
-        submission=job.submission,
-        attempts=job.attempts,
-        last_error=job.last_error,
-        retry_of=job.retry_of.public_id if job.retry_of_id and job.retry_of else None,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-        submitted_at=job.submitted_at,
-        finished_at=job.finished_at,
-        deadline_at=job.deadline_at,
-        items=tuple(_item_of(item) for item in job.items),
-    )
+    origin = job.retry_of.public_id if job.retry_of_id and job.retry_of else None
+    return _copy(JobView, job, retry_of=origin, items=tuple(_item_of(i) for i in job.items))
 
 
 def _item_of(item: JobItem) -> ItemView:
     archive = item.archive
-    return ItemView(
-        uuid=item.uuid,
-        dp_item_id=item.dp_item_id,
-        preview_url=item.preview_url,
-        width=item.width,
-        height=item.height,
-        media_type=item.media_type,
-        archive=None if archive is None else _archive_of(archive),
-    )
+    return _copy(ItemView, item, archive=None if archive is None else _copy(ArchiveView, archive))
 
 
-def _archive_of(archive: ItemArchive) -> ArchiveView:
-    return ArchiveView(
-        state=archive.state,
-        sha256=archive.sha256,
-        size=archive.size,
-        content_type=archive.content_type,
-        width=archive.width,
-        height=archive.height,
-        archived_at=archive.archived_at,
-        attempts=archive.attempts,
-        last_error=archive.last_error,
-    )
+def _copy(view: type[V], source: object, **given: Any) -> V:
+    """A view of `source`: its attributes of the same names, and what is given."""
+    found = {f.name: getattr(source, f.name) for f in fields(view) if f.name not in given}
+    return view(**found, **given)
