@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from tests.stack import wait_until
 from webhook_app.db import Database, make_engine
@@ -62,3 +63,46 @@ def test_the_upstream_session_is_remembered_briefly_and_forgotten_when_discarded
     assert reader.load() is None
     with database.transaction() as session:
         session.execute(text("DELETE FROM upstream_sessions"))
+
+
+def test_a_fresh_session_is_stored_even_when_another_worker_drops_the_old_one_meanwhile(
+    database: Database,
+) -> None:
+    key = session_key("k", "u", "p")
+    mine, other = DatabaseSessionStore(database, key), DatabaseSessionStore(database, key)
+    mine.save(CachedSession("old-session", 1000.0))
+    # Another worker, refused with the old session, drops it while this one stores its new
+    # session: right after the first statement of the save.
+    racers: list[threading.Thread] = []
+
+    def race(*_: object) -> None:
+        if not racers:
+            racers.append(threading.Thread(target=other.discard, args=("old-session",)))
+            racers[0].start()
+            racers[0].join(timeout=1)  # done, or waiting for this save's lock
+
+    event.listen(database.engine, "after_cursor_execute", race)
+    try:
+        mine.save(CachedSession("new-session", 2000.0))
+    finally:
+        event.remove(database.engine, "after_cursor_execute", race)
+        racers[0].join(timeout=10)
+    reader = DatabaseSessionStore(database, key, remember=0)
+    assert reader.load() == CachedSession("new-session", 2000.0)
+    with database.transaction() as session:
+        session.execute(text("DELETE FROM upstream_sessions"))
+
+
+@pytest.mark.postgres
+def test_storing_the_session_never_fails_the_call_it_was_made_for(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    away = Database("postgresql+psycopg://postgres@127.0.0.1:9/nowhere")  # nothing listens
+    store = DatabaseSessionStore(away, session_key("k", "u", "p"), remember=30)
+    try:
+        store.save(CachedSession("fresh-session", 1000.0))
+    finally:
+        away.dispose()
+    assert store.load() == CachedSession("fresh-session", 1000.0)  # this process still has it
+    assert "could not store the upstream session (OperationalError)" in caplog.text
+    assert "fresh-session" not in caplog.text

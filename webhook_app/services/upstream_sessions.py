@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -17,11 +18,13 @@ from datetime import UTC, datetime
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from webhook_app.db import Database
 from webhook_app.models import UpstreamSession
 from webhook_app.upstream import CachedSession
+
+log = logging.getLogger(__name__)
 
 NAME = "depositphotos"
 _VERSION = "v1."
@@ -94,10 +97,17 @@ class DatabaseSessionStore:
         )
         self._copy = (self._clock(), cached)
         try:
+            # Replaced whole, not merged: a merge reads the row first, and another worker may
+            # discard it in between.
             with self._db.transaction() as session:
-                session.merge(row)
+                session.execute(delete(UpstreamSession).where(UpstreamSession.name == NAME))
+                session.add(row)
         except IntegrityError:
             pass  # another worker stored its fresh session first; both are valid
+        except SQLAlchemyError as exc:
+            # Sharing the session saves other workers a login; the call it was made for goes
+            # on without it (failing here would strand a claimed submission).
+            log.warning("could not store the upstream session (%s)", type(exc).__name__)
 
     def discard(self, session_id: str) -> None:
         self._copy = None
