@@ -9,10 +9,26 @@ Celery reads CELERY_BROKER_URL itself, so the `sqla+` URL cannot be rewritten ei
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu.transport import TRANSPORT_ALIASES, sqlalchemy
+from sqlalchemy.exc import IntegrityError
+
+
+class Channel(sqlalchemy.Channel):
+    def _get_or_create(self, queue: str) -> Any:
+        # kombu guards the creation of a queue's row within one process only: when web, worker
+        # and beat start together, another process may create it first, and the worker would
+        # stop with "Unrecoverable error". Its row is as good as ours.
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return super()._get_or_create(queue)
 
 
 class Transport(sqlalchemy.Transport):
+    Channel = Channel
     polling_interval = 0.05
 
 
