@@ -32,7 +32,7 @@ class Plan:
     # List pages: the latency of one client (the target), and of a few polling at once.
     list_clients: tuple[int, int] = (1, 4)
     web_workers: int = 2  # WEB_CONCURRENCY's default
-    web_threads: int = 8  # WEB_THREADS's default
+    web_threads: int = Settings.web_threads  # WEB_THREADS's default
     celery_processes: int = 2  # WORKER_CONCURRENCY's default
     ingestion_jobs: int = 8000  # fresh jobs for each callback load
     web_scaling: tuple[int, ...] = (1, 2, 4)

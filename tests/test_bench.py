@@ -34,20 +34,26 @@ def sections(text: str) -> dict[str, str]:
     return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
 
 
+def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` from the project root; it must succeed."""
+    run = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    return run
+
+
 def test_smoke_run_writes_every_section(
     postgres_server: str, redis_url: str, tmp_path: Path
 ) -> None:
     output = tmp_path / "RESULTS.md"
     services = ["--postgres", postgres_server, "--redis", redis_url]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--output", str(output), *services],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    run_module("bench", "--smoke", "--output", str(output), *services, timeout=600)
     text = output.read_text()
     print(text)
     found = sections(text)
@@ -76,15 +82,7 @@ def test_profiles_show_where_each_hot_path_spends_its_time(
     postgres_server: str, redis_url: str
 ) -> None:
     services = ["--postgres", postgres_server, "--redis", redis_url]
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.profile", "--calls", "40", *services],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    run = run_module("bench.profile", "--calls", "40", *services, timeout=300)
     paths = re.split(r"^## ", run.stdout, flags=re.MULTILINE)[1:]
     # Each path's tree reaches the service's own function for it.
     for title, function in (

@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import requests
-from sqlalchemy import insert, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
 from webhook_app import logs, metrics
@@ -80,12 +81,7 @@ class Attempt:
 def start_attempts(session: Session, item_uuids: Sequence[str], *, now: datetime) -> list[Attempt]:
     """Take the pending archives among these items, each for one attempt."""
     rows = session.execute(
-        select(ItemArchive, JobItem.uuid, JobItem.preview_url, Job.public_id)
-        .join(JobItem, ItemArchive.item_id == JobItem.id)
-        .join(Job, JobItem.job_id == Job.id)
-        .where(JobItem.uuid.in_(item_uuids))
-        .order_by(ItemArchive.id)  # one locking order, so two tasks never deadlock
-        .with_for_update(of=ItemArchive)
+        _locking(item_uuids, JobItem.preview_url, Job.public_id).join(Job, JobItem.job_id == Job.id)
     ).all()
     if len({job_public_id for *_, job_public_id in rows}) == 1:
         logs.bind(job_id=rows[0].public_id)
@@ -97,6 +93,17 @@ def start_attempts(session: Session, item_uuids: Sequence[str], *, now: datetime
         archive.next_attempt_at = now + LEASE
         attempts.append(Attempt(item_uuid, url, f"{job_public_id}/{item_uuid}"))
     return attempts
+
+
+def _locking(item_uuids: Sequence[str], *columns: Any) -> Select[Any]:
+    """These items' archives with each item's uuid (and `columns`), locked."""
+    return (
+        select(ItemArchive, JobItem.uuid, *columns)
+        .join(JobItem, ItemArchive.item_id == JobItem.id)
+        .where(JobItem.uuid.in_(item_uuids))
+        .order_by(ItemArchive.id)  # one locking order, so two tasks never deadlock
+        .with_for_update(of=ItemArchive)
+    )
 
 
 @dataclass(frozen=True)
@@ -116,14 +123,7 @@ def record_outcomes(
 ) -> dict[str, str]:
     """Keep what each attempt achieved; the archives' states after it, by item."""
     archives = {
-        item_uuid: archive
-        for archive, item_uuid in session.execute(
-            select(ItemArchive, JobItem.uuid)
-            .join(JobItem, ItemArchive.item_id == JobItem.id)
-            .where(JobItem.uuid.in_(list(outcomes)))
-            .order_by(ItemArchive.id)
-            .with_for_update(of=ItemArchive)
-        )
+        item_uuid: archive for archive, item_uuid in session.execute(_locking(list(outcomes)))
     }
     states = {}
     for item_uuid, outcome in outcomes.items():

@@ -23,7 +23,13 @@ from webhook_app import metrics
 from webhook_app.app import error_body, services
 from webhook_app.models import is_public_id, new_public_id, utcnow
 from webhook_app.security import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
-from webhook_app.services.deliveries import Arrival, Received, keep_unapplied, receive_delivery
+from webhook_app.services.deliveries import (
+    KEPT_HEADERS,
+    Arrival,
+    Received,
+    keep_unapplied,
+    receive_delivery,
+)
 from webhook_app.services.progress import NEEDS_CONFIRMATION, Outcome
 from webhook_app.tokens import verify_callback_token
 
@@ -87,7 +93,12 @@ def _receive(job_id: str, token: str) -> tuple[Any, int, str]:
         # A body or header that quotes a secret (a callback URL, say) is kept without it.
         body=redact.redact_bytes(request.get_data(cache=False)),
         content_type=request.content_type,
-        headers={name: redact(value) for name, value in request.headers.items()},
+        # Only the headers a delivery keeps are read (and redacted).
+        headers={
+            name: redact(value)
+            for name, value in request.headers.items()
+            if name.lower() in KEPT_HEADERS
+        },
         source_addr=request.remote_addr,
     )
     now = utcnow()
