@@ -7,9 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import RecordingEnqueuer
+from webhook_app.models import Job, utcnow
 from webhook_app.queue import SUBMIT_JOB
+from webhook_app.settings import Settings
 
 
 def create(client: Any, auth: dict[str, str], body: Any, **headers: str) -> Any:
@@ -168,3 +171,34 @@ def test_refresh_before_submission_is_409(client: Any, auth: dict[str, str]) -> 
     job = create(client, auth, {"prompt": "not yet"}).get_json()
     response = client.post(f"/api/v1/jobs/{job['id']}/refresh", headers=auth)
     assert response.status_code == 409
+
+
+class RefusingEnqueuer(RecordingEnqueuer):
+    """A broker that cannot be reached."""
+
+    def send(self, name: str, *args: Any) -> bool:
+        super().send(name, *args)
+        return False
+
+
+def test_a_job_whose_submission_could_not_be_enqueued_says_so(
+    settings: Settings, auth: dict[str, str]
+) -> None:
+    from webhook_app.app import create_app
+    from webhook_app.services import submission
+
+    app = create_app(settings, enqueuer=RefusingEnqueuer())
+    client = app.test_client()
+    created = client.post("/api/v1/jobs", json={"prompt": "no broker"}, headers=auth)
+    assert created.status_code == 202  # it is stored: reconciliation enqueues it later
+    job = client.get(f"/api/v1/jobs/{created.get_json()['id']}", headers=auth).get_json()
+    assert job["status"] == "queued"
+    assert job["last_error"]["kind"] == "not_enqueued"
+    # Once a worker claims it, the warning has served its purpose.
+    db = app.extensions["webhook_app"].db
+    with db.transaction() as session:
+        job_id = session.scalar(select(Job.id).where(Job.public_id == job["id"]))
+        assert submission.claim(session, job_id, now=utcnow()) is not None
+    again = client.get(f"/api/v1/jobs/{job['id']}", headers=auth).get_json()
+    assert again["status"] == "submitting" and again["last_error"] is None
+    db.dispose()

@@ -65,7 +65,7 @@ def test_wait_uses_the_long_poll_and_returns_the_terminal_job(app: Any, remote: 
     finally:
         timer.join()
     assert finished["status"] == "completed"
-    assert len(asked) == 1 and "wait=30" in asked[0]
+    assert len(asked) == 1 and "wait=25" in asked[0]
 
 
 def test_wait_gives_up_at_its_timeout(remote: api.Client) -> None:

@@ -3,6 +3,7 @@ database (SQLite and PostgreSQL) through Flask's test client."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -12,7 +13,9 @@ import pytest
 
 from tests.conftest import TEST_SECRET
 from tests.factories import envelope, generation
+from webhook_app.app import create_app
 from webhook_app.services import jobs
+from webhook_app.settings import Settings
 from webhook_app.tokens import callback_token
 from webhook_app.web import waiting
 
@@ -121,11 +124,26 @@ def test_nul_characters_in_a_key_or_an_id_are_refused(client: Any, auth: dict[st
         assert client.get(path, headers=auth).status_code == 404
 
 
-@pytest.mark.parametrize("wait", ["-1", "61", "nan", "inf", "soon"])
+@pytest.mark.parametrize("wait", ["-1", "nan", "inf", "soon"])
 def test_bad_wait_is_400(client: Any, auth: dict[str, str], wait: str) -> None:
     job = create(client, auth, "wait")
     response = client.get(f"/api/v1/jobs/{job['id']}", query_string={"wait": wait}, headers=auth)
     assert response.status_code == 400 and response.get_json()["error"]["field"] == "wait"
+
+
+def test_a_wait_over_the_cap_is_held_only_as_long_as_the_cap(
+    settings: Settings, enqueuer: Any, auth: dict[str, str]
+) -> None:
+    app = create_app(dataclasses.replace(settings, max_wait=1.0), enqueuer=enqueuer)
+    client = app.test_client()
+    job = create(client, auth, "held at most a second")
+    started = time.monotonic()
+    response = client.get(f"/api/v1/jobs/{job['id']}?wait=300", headers=auth)
+    elapsed = time.monotonic() - started
+    app.extensions["webhook_app"].db.dispose()
+    assert response.status_code == 200 and response.get_json()["status"] == "queued"
+    assert response.headers["X-Max-Wait"] == "1"
+    assert 1.0 <= elapsed < 20
 
 
 def test_wait_returns_as_soon_as_the_job_is_terminal(

@@ -284,3 +284,38 @@ def test_waiters_leave_threads_for_everything_else() -> None:
     assert Settings.from_env({"WEB_THREADS": "16", "MAX_WAITERS": "10"}).max_waiters == 10
     with pytest.raises(SettingsError, match="MAX_WAITERS must be smaller than WEB_THREADS"):
         Settings.from_env({"WEB_THREADS": "4", "MAX_WAITERS": "4"})
+
+
+def test_the_broker_is_celery_broker_url_else_the_platforms_redis_url() -> None:
+    redis = "rediss://:pw@redis.internal:6380/0"
+    assert Settings.from_env({"REDIS_URL": redis}).broker_url == redis
+    both = {"REDIS_URL": redis, "CELERY_BROKER_URL": "amqp://guest:guest@mq.internal//"}
+    assert Settings.from_env(both).broker_url == both["CELERY_BROKER_URL"]
+    with pytest.raises(SettingsError, match="REDIS_URL"):
+        Settings.from_env({"REDIS_URL": "http://redis.internal"})
+
+
+def test_tls_brokers_check_certificates_as_their_platforms_require() -> None:
+    rediss = Settings.from_env({"REDIS_URL": "rediss://:pw@redis.internal:6380/0"})
+    amqps = Settings.from_env({"CELERY_BROKER_URL": "amqps://u:p@mq.internal/vhost"})
+    assert (rediss.broker_tls_verify, amqps.broker_tls_verify) == (False, True)
+    forced = {"REDIS_URL": "rediss://redis.internal:6380", "BROKER_TLS_VERIFY": "required"}
+    assert Settings.from_env(forced).broker_tls_verify is True
+    with pytest.raises(SettingsError, match="BROKER_TLS_VERIFY"):
+        Settings.from_env({"BROKER_TLS_VERIFY": "sometimes"})
+    with pytest.raises(SettingsError, match="BROKER_TLS_CA_CERTS"):
+        Settings.from_env({"BROKER_TLS_CA_CERTS": "/nonexistent/ca.pem"})
+
+
+def test_no_request_is_held_as_long_as_a_paas_router_allows() -> None:
+    assert Settings.from_env({}).max_wait == 25.0
+    assert Settings.from_env({"MAX_WAIT": "10"}).max_wait == 10.0
+    with pytest.raises(SettingsError, match="MAX_WAIT must be under 30"):
+        Settings.from_env({"MAX_WAIT": "30"})
+
+
+def test_retention_is_off_or_at_least_two_days() -> None:
+    assert Settings.from_env({}).retention_days == 0
+    assert Settings.from_env({"RETENTION_DAYS": "30"}).retention_days == 30
+    with pytest.raises(SettingsError, match="RETENTION_DAYS"):
+        Settings.from_env({"RETENTION_DAYS": "1"})

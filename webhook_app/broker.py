@@ -9,6 +9,7 @@ Celery reads CELERY_BROKER_URL itself, so the `sqla+` URL cannot be rewritten ei
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kombu.transport import TRANSPORT_ALIASES, sqlalchemy
@@ -34,3 +35,10 @@ class Transport(sqlalchemy.Transport):
 
 def use_fast_polling() -> None:
     TRANSPORT_ALIASES["sqla"] = f"{__name__}:Transport"
+
+
+def create_directory(url: str) -> None:
+    """Make the folder of a `sqla+sqlite:///path` broker file, which SQLite will not."""
+    path = url.removeprefix("sqla+sqlite:///")
+    if path != url and path and not path.startswith(":memory:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)

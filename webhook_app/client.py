@@ -15,6 +15,7 @@ cannot be reached raises `requests.RequestException`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal, TypedDict, cast
@@ -22,8 +23,9 @@ from typing import Any, Literal, TypedDict, cast
 import requests
 
 TERMINAL = ("completed", "failed", "timed_out")
-# The server's cap on one long-poll (GET /api/v1/jobs/<id>?wait=).
-MAX_WAIT = 60.0
+# The longest long-poll asked for until the server names its own cap (X-Max-Wait): under
+# the 30 s after which a PaaS router cuts a request.
+MAX_WAIT = 25.0
 
 Status = Literal[
     "queued", "submitting", "submitted", "processing", "timed_out", "completed", "failed"
@@ -152,6 +154,8 @@ class Client:
     ) -> None:
         self._url = url.rstrip("/")
         self._http = http or requests.Session()
+        # The server's cap on one long-poll, as its last answer named it.
+        self.max_wait = MAX_WAIT
         self._http.headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
 
@@ -161,6 +165,10 @@ class Client:
         response = self._http.request(
             method, self._url + path, timeout=timeout or self._timeout, **kwargs
         )
+        cap = response.headers.get("X-Max-Wait")
+        if cap:
+            with contextlib.suppress(ValueError):
+                self.max_wait = max(0.0, float(cap))
         try:
             body = response.json()
         except ValueError:
@@ -190,7 +198,8 @@ class Client:
         return cast(Job, self._request("POST", "/api/v1/jobs", json=payload, headers=headers))
 
     def get_job(self, job_id: str, *, wait: float | None = None) -> Job:
-        """The job; with `wait`, once it is terminal or `wait` seconds (at most 60) pass."""
+        """The job; with `wait`, once it is terminal or `wait` seconds pass (the server holds
+        a request at most `max_wait` seconds)."""
         if not wait:
             return cast(Job, self._request("GET", f"/api/v1/jobs/{job_id}"))
         return cast(
@@ -245,15 +254,16 @@ class Client:
     def wait(self, job_id: str, *, timeout: float = 300, interval: float = 1.0) -> Job:
         """The job once it is terminal, or as it is when `timeout` seconds have passed.
 
-        Each request is held by the server until the job settles (long-poll), so this makes
-        a request a minute rather than one a second. When the server answers early without a
+        Each request is held by the server until the job settles (long-poll), at most as long
+        as the server allows (X-Max-Wait), so this makes a request every 25 s or so rather than
+        one a second. When the server answers early without a
         final state (it was holding as many waiting requests as it allows), it pauses for
         `interval` before asking again.
         """
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            asked = max(0.0, min(remaining, MAX_WAIT))
+            asked = max(0.0, min(remaining, self.max_wait))
             started = time.monotonic()
             job = self.get_job(job_id, wait=asked)
             if job["status"] in TERMINAL or time.monotonic() >= deadline:

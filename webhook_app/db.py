@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -79,13 +79,17 @@ class Sender(Protocol):
     def send(self, name: str, *args: Any) -> bool: ...
 
 
-def after_commit(session: Session, task: str, *args: Any) -> None:
+Unsent = Callable[[Session], object]
+
+
+def after_commit(session: Session, task: str, *args: Any, if_unsent: Unsent | None = None) -> None:
     """Ask for a task to be sent once this session's transaction has committed.
 
     Services call this instead of enqueueing, so a task never runs before the change that
-    caused it is visible, and a rolled-back change sends nothing.
+    caused it is visible, and a rolled-back change sends nothing. When the broker refuses
+    the task, `if_unsent` records that in a transaction of its own, where people look.
     """
-    session.info.setdefault("after_commit", []).append((task, args))
+    session.info.setdefault("after_commit", []).append((task, args, if_unsent))
 
 
 class Database:
@@ -113,9 +117,12 @@ class Database:
         with self.sessions.begin() as session:
             yield session
         follow_ups = session.info.pop("after_commit", [])
-        if self.sender is not None:
-            for task, args in follow_ups:
-                self.sender.send(task, *args)
+        if self.sender is None:
+            return
+        for task, args, if_unsent in follow_ups:
+            if not self.sender.send(task, *args) and if_unsent is not None:
+                with self.sessions.begin() as record:
+                    if_unsent(record)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -107,6 +107,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None]
     deadline_at: Mapped[datetime]
     next_check_at: Mapped[datetime | None]
+    # When its deliveries and events were pruned (RETENTION_DAYS after it ended).
+    pruned_at: Mapped[datetime | None]
 
     items: Mapped[list[JobItem]] = relationship(
         back_populates="job", order_by="JobItem.position", lazy="selectin"
@@ -116,6 +118,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_next_check_at", "next_check_at"),
+        Index("ix_jobs_finished_at", "finished_at"),
     )
 
 
@@ -184,6 +187,20 @@ class UpstreamSession(Base):
     # Sealed (encrypted and encoded): room for an upstream session id of some 270 characters.
     session_id: Mapped[str] = mapped_column(String(400))
     obtained_at: Mapped[datetime]
+
+
+class WorkerHeartbeat(Base):
+    """What each running worker last said of itself, so /readyz can tell that work is done."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    broker: Mapped[str] = mapped_column(String(200))
+    # ok, or broker_unreachable (with the reason in detail).
+    state: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(200))
+    started_at: Mapped[datetime]
+    seen_at: Mapped[datetime]
 
 
 class ApiToken(Base):

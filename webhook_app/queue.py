@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from kombu.utils.url import url_to_parts
 
 from webhook_app import broker
 from webhook_app.logs import current_request_id
@@ -24,6 +26,9 @@ RECONCILE = "webhook_app.reconcile"
 ARCHIVE_ITEMS = "webhook_app.archive_items"
 JOB_FINISHED = "webhook_app.job_finished"
 DELIVER_NOTIFICATION = "webhook_app.deliver_notification"
+PRUNE = "webhook_app.prune"
+# How often beat prunes what RETENTION_DAYS lets go (when it is set).
+PRUNE_INTERVAL = 3600.0
 
 # Longest task: a generate call with its timeout, plus a margin.
 LONGEST_TASK = timedelta(minutes=10)
@@ -33,6 +38,7 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app configured for a PaaS: late acks where safe, no hoarding, bounded publish."""
     if settings.broker_url.startswith("sqla+"):
         broker.use_fast_polling()
+        broker.create_directory(settings.broker_url)
     app = Celery("webhook_app", broker=settings.broker_url, set_as_current=False)
     transport_options: dict[str, Any]
     if settings.broker_url.startswith("sqla+"):
@@ -52,6 +58,7 @@ def make_celery(settings: Settings) -> Celery:
         task_time_limit=int(LONGEST_TASK.total_seconds()),
         task_soft_time_limit=int(LONGEST_TASK.total_seconds()) - 30,
         broker_transport_options=transport_options,
+        broker_use_ssl=broker_tls(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=2,
         task_publish_retry=True,
@@ -59,11 +66,50 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_default_queue=settings.queue,
-        beat_schedule={
-            "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval},
-        },
+        beat_schedule=beat_schedule(settings),
     )
     return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    schedule: dict[str, Any] = {
+        "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval},
+    }
+    if settings.retention_days:
+        schedule["prune"] = {"task": PRUNE, "schedule": PRUNE_INTERVAL}
+    return schedule
+
+
+def broker_tls(settings: Settings) -> dict[str, Any] | None:
+    """The TLS options of a rediss:// or amqps:// broker; None for the others."""
+    cert_reqs = ssl.CERT_REQUIRED if settings.broker_tls_verify else ssl.CERT_NONE
+    if settings.broker_url.startswith("rediss://"):
+        options: dict[str, Any] = {"ssl_cert_reqs": cert_reqs}
+        if settings.broker_tls_ca_certs:
+            options["ssl_ca_certs"] = settings.broker_tls_ca_certs
+        return options
+    if settings.broker_url.startswith("amqps://"):
+        options = {"cert_reqs": cert_reqs}
+        if settings.broker_tls_ca_certs:
+            options["ca_certs"] = settings.broker_tls_ca_certs
+        return options
+    return None
+
+
+def describe_broker(settings: Settings) -> str:
+    """The broker as an operator may see it: transport, host and TLS, never credentials."""
+    parts = url_to_parts(settings.broker_url)
+    if settings.broker_url.startswith("sqla+"):
+        return f"{parts.scheme} (server-less: {parts.path})"
+    where = f"{parts.scheme}://{parts.hostname}"
+    if parts.port:
+        where += f":{parts.port}"
+    if parts.path:
+        where += f"/{parts.path.lstrip('/')}"
+    if settings.broker_url.startswith(("rediss://", "amqps://")):
+        checked = "verified" if settings.broker_tls_verify else "not verified"
+        where += f" (TLS, certificate {checked})"
+    return where
 
 
 def task_headers() -> dict[str, Any]:

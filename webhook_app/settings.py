@@ -13,6 +13,9 @@ from typing import Any
 
 DEFAULT_DP_API_URL = "https://api.depositphotos.com"
 SANDBOX_PORT = 8001
+BROKER_SCHEMES = ("redis://", "rediss://", "amqp://", "amqps://", "sqla+")
+# Heroku-style routers cut every request at 30 s (H12): nothing may be held that long.
+ROUTER_TIMEOUT = 30.0
 
 # Explicit, printed, and refused outside development.
 DEV_DEFAULTS = {
@@ -118,6 +121,13 @@ class Settings:
     web_threads: int = 8
     # Requests allowed to hold a thread while waiting for a job (?wait=), per web process.
     max_waiters: int = 4
+    # The longest a request may be held (?wait=): below the 30 s a PaaS router allows.
+    max_wait: float = 25.0
+    # rediss:// and amqps://: whether the broker's certificate is checked, and against what.
+    broker_tls_verify: bool = False
+    broker_tls_ca_certs: str | None = None
+    # Days after a job ends when its deliveries' bodies and its events are pruned (0: never).
+    retention_days: float = 0.0
     dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -189,11 +199,17 @@ class Settings:
         database_url = normalize_database_url(
             env.get("DATABASE_URL") or f"sqlite:///{Path('var/webhook_app.sqlite3').absolute()}"
         )
-        broker_url = env.get("CELERY_BROKER_URL") or (
-            f"sqla+sqlite:///{Path('var/celery-broker.sqlite3').absolute()}"
+        # Redis add-ons set (and rotate) REDIS_URL; an explicit CELERY_BROKER_URL wins.
+        broker_url = (
+            env.get("CELERY_BROKER_URL", "").strip()
+            or env.get("REDIS_URL", "").strip()
+            or f"sqla+sqlite:///{Path('var/celery-broker.sqlite3').absolute()}"
         )
-        if not broker_url.startswith(("redis://", "rediss://", "amqp://", "amqps://", "sqla+")):
-            raise SettingsError("CELERY_BROKER_URL must be a redis://, amqp:// or sqla+ URL")
+        if not broker_url.startswith(BROKER_SCHEMES):
+            raise SettingsError(
+                "CELERY_BROKER_URL (or REDIS_URL) must be a redis://, rediss://, amqp://, "
+                "amqps:// or sqla+ URL"
+            )
 
         try:
             port = int(env.get("PORT") or 8000)
@@ -210,6 +226,11 @@ class Settings:
         max_waiters = int(_number(env, "MAX_WAITERS", web_threads // 2))
         if max_waiters >= web_threads:
             raise SettingsError("MAX_WAITERS must be smaller than WEB_THREADS")
+        max_wait = _number(env, "MAX_WAIT", 25.0)
+        if max_wait >= ROUTER_TIMEOUT:
+            raise SettingsError(
+                f"MAX_WAIT must be under {ROUTER_TIMEOUT:g} seconds, the PaaS router's limit"
+            )
 
         return cls(
             environment=environment,
@@ -240,9 +261,41 @@ class Settings:
             secret_key=required("SECRET_KEY"),
             web_threads=web_threads,
             max_waiters=max_waiters,
+            max_wait=max_wait,
+            **_broker_tls(env, broker_url),
+            retention_days=_retention_days(env),
             dev_defaults_used=tuple(used_defaults),
             **_follow_up_settings(env, environment),
         )
+
+
+def _retention_days(env: Mapping[str, str]) -> float:
+    days = _number(env, "RETENTION_DAYS", 0.0)
+    # A timed-out job is still polled for a day, and may yet complete: keep its history.
+    if 0 < days < 2:
+        raise SettingsError("RETENTION_DAYS must be 0 (keep everything) or at least 2")
+    return days
+
+
+def _broker_tls(env: Mapping[str, str], broker_url: str) -> dict[str, Any]:
+    """Certificate checking for TLS brokers.
+
+    Heroku-style Redis add-ons hand out rediss:// URLs whose certificate is self-signed, so
+    checking is off by default there; AMQP add-ons present public certificates, so it is on.
+    """
+    raw = env.get("BROKER_TLS_VERIFY", "").strip().lower()
+    if raw in ("", "default"):
+        verify = broker_url.startswith("amqps://")
+    elif raw in ("required", "true", "1", "yes"):
+        verify = True
+    elif raw in ("none", "false", "0", "no"):
+        verify = False
+    else:
+        raise SettingsError(f"BROKER_TLS_VERIFY must be required or none, not {raw!r}")
+    ca_certs = env.get("BROKER_TLS_CA_CERTS", "").strip() or None
+    if ca_certs and not Path(ca_certs).is_file():
+        raise SettingsError(f"BROKER_TLS_CA_CERTS names no file: {ca_certs!r}")
+    return {"broker_tls_verify": verify, "broker_tls_ca_certs": ca_certs}
 
 
 def _follow_up_settings(env: Mapping[str, str], environment: str) -> dict[str, Any]:

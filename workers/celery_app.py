@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+import workers.heartbeat
 import workers.observability  # noqa: F401 - connects the logging and task signals
 from webhook_app.queue import make_celery
 from webhook_app.redaction import install_redaction

@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -25,11 +26,12 @@ from webhook_app.queue import (
     DELIVER_NOTIFICATION,
     ENRICH_JOB,
     JOB_FINISHED,
+    PRUNE,
     RECONCILE,
     REFRESH_JOB,
     SUBMIT_JOB,
 )
-from webhook_app.services import archive, jobs, notifications, submission
+from webhook_app.services import archive, jobs, notifications, retention, submission
 from webhook_app.services.progress import apply_report
 from webhook_app.services.reconcile import Schedule, plan_reconciliation
 from webhook_app.tokens import callback_token
@@ -240,6 +242,23 @@ def reconcile() -> dict[str, int]:
     if any(summary.values()):
         log.info("reconciled: %s", summary)
     return summary
+
+
+@shared_task(name=PRUNE, base=DatabaseRetryingTask, max_retries=0)
+def prune(max_batches: int = 50) -> int:
+    """Drop the deliveries and events of jobs that ended RETENTION_DAYS ago; run by beat."""
+    ctx = context()
+    keep = timedelta(days=ctx.settings.retention_days)
+    pruned = 0
+    for _ in range(max_batches):  # bounded, so one run never holds the worker for long
+        with ctx.db.transaction() as session:
+            done = retention.prune_batch(session, now=ctx.now(), retention=keep)
+        pruned += done
+        if not done:
+            break
+    if pruned:
+        log.info("pruned the deliveries and events of %d finished jobs", pruned)
+    return pruned
 
 
 @shared_task(name=ARCHIVE_ITEMS)

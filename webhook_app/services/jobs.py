@@ -8,16 +8,17 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
 from webhook_app import logs
 from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
-from webhook_app.models import Delivery, Event, Job, JobItem
+from webhook_app.models import Delivery, Event, Job, JobItem, utcnow
 from webhook_app.queue import SUBMIT_JOB
 from webhook_app.services import views
 from webhook_app.states import JobStatus
@@ -154,8 +155,31 @@ def create_job(
 
 def _created(session: Session, job: Job, now: datetime, source: str) -> Job:
     session.add(Event(job_id=job.id, at=now, source=source, from_status=None, to_status=job.status))
-    after_commit(session, SUBMIT_JOB, job.id)
+    after_commit(session, SUBMIT_JOB, job.id, if_unsent=partial(mark_not_enqueued, job_id=job.id))
     return job
+
+
+NOT_ENQUEUED = "not_enqueued"
+
+
+def mark_not_enqueued(session: Session, *, job_id: int) -> None:
+    """The broker refused the job's submission task: say so on the queued job.
+
+    Reconciliation enqueues it again after RESUBMIT_QUEUED_AFTER; the claim clears this.
+    """
+    error = {
+        "kind": NOT_ENQUEUED,
+        "code": None,
+        "exception": None,
+        "message": "the broker could not be reached; the job is enqueued again by "
+        "reconciliation once it can be",
+        "at": utcnow().isoformat(),
+    }
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+        .values(last_error=error)
+    )
 
 
 def lock_job(

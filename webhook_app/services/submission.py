@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from webhook_app.reports import Report
-from webhook_app.services.jobs import lock_job
+from webhook_app.services.jobs import NOT_ENQUEUED, lock_job
 from webhook_app.services.progress import Applied, apply_report, move
 from webhook_app.states import JobStatus
 from webhook_app.upstream import UpstreamError
@@ -41,6 +41,8 @@ def claim(session: Session, job_id: int, *, now: datetime) -> Claim | None:
         return None
     if job.status == JobStatus.QUEUED:
         move(session, job, JobStatus.SUBMITTING, "submit", now)
+        if job.last_error and job.last_error.get("kind") == NOT_ENQUEUED:
+            job.last_error = None
     elif not (job.status == JobStatus.SUBMITTING and job.submission == RETRY):
         return None
     job.submission = IN_FLIGHT

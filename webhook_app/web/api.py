@@ -140,11 +140,14 @@ def _waits(view: F) -> F:
 
     @wraps(view)
     def wrapper(job_id: str) -> Any:
-        seconds = waiting.requested_wait(request.args.get("wait"))
+        cap = services().settings.max_wait
+        seconds = waiting.requested_wait(request.args.get("wait"), cap)
         if seconds:
             waiters = current_app.extensions["webhook_app.waiters"]
             waiting.wait_until_settled(services().db, waiters, job_id[:64], seconds)
-        return view(job_id)
+        response = current_app.make_response(view(job_id))
+        response.headers[waiting.MAX_WAIT_HEADER] = f"{cap:g}"
+        return response
 
     return wrapper  # type: ignore[return-value]
 

@@ -18,7 +18,6 @@ from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUM
 from webhook_app.services.jobs import MAX_PAGE
 from webhook_app.services.progress import Outcome
 from webhook_app.states import JobStatus
-from webhook_app.web.waiting import MAX_WAIT
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -403,10 +402,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             {
                 "name": "wait",
                 "in": "query",
-                "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT},
+                "schema": {"type": "number", "minimum": 0},
                 "description": (
                     "seconds to hold the request until the job is completed, failed or "
-                    "timed_out; the job is answered either way"
+                    "timed_out; the job is answered either way. Held at most MAX_WAIT "
+                    "seconds (25 by default, under a PaaS router's 30 s), which every answer "
+                    "names in X-Max-Wait"
                 ),
             },
         ],
@@ -619,14 +620,16 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/readyz", "get"): {
         "operationId": "readyz",
-        "summary": "The database and the broker answer",
+        "summary": "The database and the broker answer; what the workers report",
         "security": [],
         "responses": {
             status: json_body(
                 obj(
                     {
-                        "status": {"enum": ["ready", "unavailable"]},
+                        "status": {"enum": ["ready", "degraded", "unavailable"]},
                         "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "workers": {"type": "string"},
+                        "broker": {"type": "string"},
                     }
                 ),
                 description,

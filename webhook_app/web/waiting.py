@@ -18,7 +18,9 @@ from webhook_app.db import Database
 from webhook_app.services import jobs
 from webhook_app.states import TERMINAL
 
-MAX_WAIT = 60.0
+# Every answer that could have waited names the server's cap, so clients never ask for more.
+MAX_WAIT_HEADER = "X-Max-Wait"
+
 FIRST_CHECK_AFTER = 0.2
 LONGEST_CHECK_INTERVAL = 1.0
 
@@ -40,17 +42,21 @@ class Waiters:
                 self._slots.release()
 
 
-def requested_wait(raw: str | None) -> float:
-    """The `wait` query parameter in seconds (0 when absent)."""
+def requested_wait(raw: str | None, cap: float) -> float:
+    """The `wait` query parameter in seconds (0 when absent), held to at most `cap`.
+
+    A longer wait is not refused: a client cannot know the cap before its first answer,
+    which names it (MAX_WAIT_HEADER), and one held past the router's limit would be cut.
+    """
     if raw is None or raw == "":
         return 0.0
     try:
         seconds = float(raw)
     except ValueError:
         seconds = math.nan
-    if not 0 <= seconds <= MAX_WAIT:  # also refuses nan and inf
-        raise jobs.InvalidRequest("wait", f"must be a number of seconds from 0 to {MAX_WAIT:g}")
-    return seconds
+    if not 0 <= seconds < math.inf:  # also refuses nan
+        raise jobs.InvalidRequest("wait", "must be a number of seconds, 0 or more")
+    return min(seconds, cap)
 
 
 def wait_until_settled(

@@ -1,0 +1,117 @@
+"""Each worker says, every few seconds, that it runs and whether it reaches its broker.
+
+Runs in a thread of the worker's main process from the moment Celery has set it up, before
+it first connects to the broker, so a worker that never gets a connection says so too: in
+its log (at once, then every minute) and through /readyz.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import celeryd_after_setup, worker_shutdown
+
+from webhook_app.db import Database
+from webhook_app.models import utcnow
+from webhook_app.queue import describe_broker
+from webhook_app.redaction import Redactor, settings_secrets
+from webhook_app.services import heartbeats
+from webhook_app.settings import Settings
+
+log = logging.getLogger("webhook_app.worker")
+
+LOUD_EVERY = 60.0
+
+
+class Heartbeat:
+    def __init__(self, app: Celery, settings: Settings, name: str) -> None:
+        self.app = app
+        self.name = name
+        self.broker = describe_broker(settings)
+        self.redact = Redactor(settings_secrets(settings))
+        self.db = Database(settings.database_url, pool_size=1)
+        # Pool children must not use (or close) the parent's connection.
+        os.register_at_fork(after_in_child=lambda: self.db.engine.dispose(close=False))
+        self.started_at = utcnow()
+        self.stopped = threading.Event()
+        self._said: tuple[str, float] | None = None
+
+    def broker_state(self) -> tuple[str, str | None]:
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:  # whatever it is, the worker cannot get its messages
+            detail = self.redact(f"{type(exc).__name__}: {exc}")[:200]
+            return heartbeats.BROKER_UNREACHABLE, detail
+        return heartbeats.OK, None
+
+    def beat(self) -> None:
+        state, detail = self.broker_state()
+        self._say(state, detail)
+        try:
+            with self.db.transaction() as session:
+                heartbeats.record(
+                    session,
+                    self.name,
+                    broker=self.broker,
+                    state=state,
+                    detail=detail,
+                    started_at=self.started_at,
+                    now=utcnow(),
+                )
+        except Exception as exc:  # the database may be away too; the next beat tries again
+            log.warning("could not record the worker's heartbeat: %s", type(exc).__name__)
+
+    def _say(self, state: str, detail: str | None) -> None:
+        now = utcnow().timestamp()
+        previous = self._said
+        if state == heartbeats.OK:
+            if previous and previous[0] != heartbeats.OK:
+                log.info("the broker %s is reachable again", self.broker)
+            self._said = (state, now)
+            return
+        if previous is None or previous[0] == heartbeats.OK or now - previous[1] >= LOUD_EVERY:
+            log.error(
+                "THIS WORKER CANNOT REACH ITS BROKER %s (%s): no job is being worked on",
+                self.broker,
+                detail,
+            )
+            self._said = (state, now)
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.beat()
+            self.stopped.wait(heartbeats.HEARTBEAT_INTERVAL)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        try:
+            with self.db.transaction() as session:
+                heartbeats.forget(session, self.name)
+        except Exception:  # not forgotten: it falls silent and ages out
+            pass
+        self.db.dispose()
+
+
+_heartbeat: Heartbeat | None = None
+
+
+def start(app: Celery, settings: Settings, name: str) -> None:
+    global _heartbeat
+    _heartbeat = Heartbeat(app, settings, f"{name} (pid {os.getpid()})")
+    threading.Thread(target=_heartbeat.run, name="heartbeat", daemon=True).start()
+
+
+@celeryd_after_setup.connect
+def _started(sender: str, instance: Any, **_: Any) -> None:
+    start(instance.app, Settings.from_env(), sender)
+
+
+@worker_shutdown.connect
+def _stopping(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
