@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,3 +69,7 @@ def _fresh_after_fork(**_: object) -> None:
     # Connections must not be shared with the parent process across fork().
     global _context
     _context = None
+    # A platform stops a dyno by sending SIGTERM to every process in it, pool children
+    # included: they would die mid-task (a claimed submission left unanswered). The main
+    # process's warm shutdown lets the task finish, then ends the child itself.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
