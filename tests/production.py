@@ -1,9 +1,8 @@
 """The production install as a PaaS makes it: a virtualenv from the deploy file alone, an app
 directory holding only what git tracks, and the Procfile run by a Procfile runner (honcho).
 
-The virtualenv's packages are built once per requirements.txt (cached by its hash, one build
-at a time across test processes); this project is installed into it afresh each session, so
-it is always the code under test.
+Each virtualenv is built once for a given requirements.txt and app (cached by their hash,
+one build at a time across test processes), so it always holds the code under test.
 """
 
 from __future__ import annotations
@@ -61,25 +60,37 @@ def normalise(name: str) -> str:
 
 
 def production_venv(app_dir: Path) -> Path:
-    """A virtualenv holding exactly what `pip install -r requirements.txt` installs."""
-    requirements = app_dir / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    """A virtualenv holding exactly what `pip install -r requirements.txt` installs.
+
+    Kept by the hash of the deploy file and of the app's files: another checkout running the
+    suite at the same time never has its install replaced under it.
+    """
+    digest = hashlib.sha256(
+        (app_dir / "requirements.txt").read_bytes() + source_digest(app_dir).encode()
+    ).hexdigest()[:16]
     CACHE.mkdir(parents=True, exist_ok=True)
-    venv = CACHE / f"production-venv-{sys.version_info[0]}.{sys.version_info[1]}-{digest}"
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    venv = CACHE / f"production-venv-{version}-{digest}"
     with open(CACHE / "production-venv.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; the others wait and reuse it
-        python = venv / "bin" / "python"
-        installed, source = venv / "project-digest", source_digest(app_dir)
         if not (venv / "complete").exists():
             shutil.rmtree(venv, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
             # Exactly the buildpack's install: the deploy file, from the app's directory.
-            _pip(python, app_dir, "install", "-r", "requirements.txt")
+            _pip(venv / "bin" / "python", app_dir, "install", "-r", "requirements.txt")
             (venv / "complete").touch()
-        elif not installed.exists() or installed.read_text() != source:
-            _pip(python, app_dir, "install", "--no-deps", "--force-reinstall", ".")
-        installed.write_text(source)
+            _forget_old(version, keep=venv)
     return venv
+
+
+def _forget_old(version: str, keep: Path, count: int = 3) -> None:
+    """Older builds go, but for the newest few (other checkouts may be using them)."""
+    builds = sorted(
+        (path for path in CACHE.glob(f"production-venv-{version}-*") if path != keep),
+        key=lambda path: path.stat().st_mtime,
+    )
+    for old in builds[: max(0, len(builds) - count)]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def source_digest(app_dir: Path) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -13,9 +13,12 @@ from webhook_app.models import Delivery, Event, Job, JobItem, utcnow
 from webhook_app.services import heartbeats, retention
 from webhook_app.states import JobStatus
 
+# Long ago, so that no job other tests left in the database is old enough to be pruned.
+NOW = datetime(2001, 3, 1, tzinfo=UTC)
+
 
 def make_job(session: Session, status: JobStatus, ended_days_ago: float | None) -> Job:
-    now = utcnow()
+    now = NOW
     job = Job(
         prompt=f"{status.value} job",
         status=status.value,
@@ -51,7 +54,7 @@ def test_only_jobs_that_ended_before_the_retention_lose_deliveries_and_events(
     # Not terminal, whatever its timestamps say: never touched.
     running = make_job(session, JobStatus.PROCESSING, 31)
     never_ended = make_job(session, JobStatus.QUEUED, None)
-    now = utcnow()
+    now = NOW
 
     pruned = retention.prune_batch(session, now=now, retention=timedelta(days=30))
 
@@ -69,7 +72,7 @@ def test_only_jobs_that_ended_before_the_retention_lose_deliveries_and_events(
 def test_pruning_goes_in_bounded_batches(session: Session, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retention, "BATCH", 2)
     jobs = [make_job(session, JobStatus.COMPLETED, 40) for _ in range(5)]
-    now, keep = utcnow(), timedelta(days=30)
+    now, keep = NOW, timedelta(days=30)
     batches = []
     while done := retention.prune_batch(session, now=now, retention=keep):
         batches.append(done)

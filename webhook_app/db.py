@@ -89,7 +89,9 @@ def after_commit(session: Session, task: str, *args: Any, if_unsent: Unsent | No
     caused it is visible, and a rolled-back change sends nothing. When the broker refuses
     the task, `if_unsent` records that in a transaction of its own, where people look.
     """
-    session.info.setdefault("after_commit", []).append((task, args, if_unsent))
+    session.info.setdefault("after_commit", []).append((task, args))
+    if if_unsent is not None:
+        session.info.setdefault("if_unsent", {})[(task, args)] = if_unsent
 
 
 class Database:
@@ -117,12 +119,13 @@ class Database:
         with self.sessions.begin() as session:
             yield session
         follow_ups = session.info.pop("after_commit", [])
+        unsent_hooks = session.info.pop("if_unsent", {})
         if self.sender is None:
             return
-        for task, args, if_unsent in follow_ups:
-            if not self.sender.send(task, *args) and if_unsent is not None:
+        for task, args in follow_ups:
+            if not self.sender.send(task, *args) and (task, args) in unsent_hooks:
                 with self.sessions.begin() as record:
-                    if_unsent(record)
+                    unsent_hooks[task, args](record)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -1,23 +1,26 @@
 """Each worker says, every few seconds, that it runs and whether it reaches its broker.
 
-Runs in a thread of the worker's main process from the moment Celery has set it up, before
-it first connects to the broker, so a worker that never gets a connection says so too: in
-its log (at once, then every minute) and through /readyz.
+Runs in a thread of the worker's main process, from when its pool is up (or soon after it was
+set up, if it never gets a broker connection: then it says so, in its log at once and every
+minute after, and through /readyz). The check uses a connection of its own, never the app's
+pools: pool children are forked from this process, and must not inherit a lock this thread
+happens to hold.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from typing import Any
 
-from celery import Celery
-from celery.signals import celeryd_after_setup, worker_shutdown
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
+from kombu import Connection
 
 from webhook_app.db import Database
 from webhook_app.models import utcnow
-from webhook_app.queue import describe_broker
+from webhook_app.queue import broker_tls, describe_broker
 from webhook_app.redaction import Redactor, settings_secrets
 from webhook_app.services import heartbeats
 from webhook_app.settings import Settings
@@ -25,11 +28,13 @@ from webhook_app.settings import Settings
 log = logging.getLogger("webhook_app.worker")
 
 LOUD_EVERY = 60.0
+# The longest the first beat waits for the pool to be forked and the consumer to connect.
+FIRST_BEAT_WITHIN = 10.0
 
 
 class Heartbeat:
-    def __init__(self, app: Celery, settings: Settings, name: str) -> None:
-        self.app = app
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings = settings
         self.name = name
         self.broker = describe_broker(settings)
         self.redact = Redactor(settings_secrets(settings))
@@ -38,12 +43,20 @@ class Heartbeat:
         os.register_at_fork(after_in_child=lambda: self.db.engine.dispose(close=False))
         self.started_at = utcnow()
         self.stopped = threading.Event()
+        self.ready = threading.Event()
         self._said: tuple[str, float] | None = None
 
     def broker_state(self) -> tuple[str, str | None]:
+        url = self.settings.broker_url
         try:
-            with self.app.connection_for_write() as connection:
-                connection.ensure_connection(max_retries=1, timeout=2)
+            if url.startswith("sqla+sqlite:///"):
+                # kombu's SQLAlchemy transport shares one engine cache and lock per process.
+                with sqlite3.connect(url.removeprefix("sqla+sqlite:///"), timeout=2) as db:
+                    db.execute("SELECT 1")
+            else:
+                ssl = broker_tls(self.settings) or False
+                with Connection(url, ssl=ssl, connect_timeout=2) as connection:
+                    connection.ensure_connection(max_retries=1, timeout=2)
         except Exception as exc:  # whatever it is, the worker cannot get its messages
             detail = self.redact(f"{type(exc).__name__}: {exc}")[:200]
             return heartbeats.BROKER_UNREACHABLE, detail
@@ -83,6 +96,7 @@ class Heartbeat:
             self._said = (state, now)
 
     def run(self) -> None:
+        self.ready.wait(FIRST_BEAT_WITHIN)
         while not self.stopped.is_set():
             self.beat()
             self.stopped.wait(heartbeats.HEARTBEAT_INTERVAL)
@@ -100,15 +114,17 @@ class Heartbeat:
 _heartbeat: Heartbeat | None = None
 
 
-def start(app: Celery, settings: Settings, name: str) -> None:
+@celeryd_after_setup.connect
+def _started(sender: str, **_: Any) -> None:
     global _heartbeat
-    _heartbeat = Heartbeat(app, settings, f"{name} (pid {os.getpid()})")
+    _heartbeat = Heartbeat(Settings.from_env(), f"{sender} (pid {os.getpid()})")
     threading.Thread(target=_heartbeat.run, name="heartbeat", daemon=True).start()
 
 
-@celeryd_after_setup.connect
-def _started(sender: str, instance: Any, **_: Any) -> None:
-    start(instance.app, Settings.from_env(), sender)
+@worker_ready.connect
+def _ready(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.ready.set()
 
 
 @worker_shutdown.connect
