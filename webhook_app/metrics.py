@@ -77,6 +77,11 @@ NOTIFICATIONS = Counter(
     "Attempts at delivering a notification: delivered, retry, failed",
     ["outcome"],
 )
+UPSTREAM_PAUSES = Counter(
+    "webhook_app_upstream_pause_changes_total",
+    "Submissions paused (credentials refused) and resumed (accepted again)",
+    ["state"],
+)
 HOOKS = Counter("webhook_app_job_done_hooks_total", "ON_JOB_DONE_TASK messages sent")
 
 
