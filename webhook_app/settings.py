@@ -292,7 +292,7 @@ def _follow_up_settings(env: Mapping[str, str], environment: str) -> dict[str, A
 
 def _pace_and_price_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """The upstream's shared pace, the pause on refused credentials, the daily budget."""
-    in_flight = _number(env, "UPSTREAM_MAX_IN_FLIGHT", 0)
+    in_flight = _number(env, "UPSTREAM_MAX_IN_FLIGHT", 0.0)
     budget = env.get("DAILY_GENERATION_BUDGET", "").strip()
     if budget and not budget.isdigit():
         raise SettingsError(f"DAILY_GENERATION_BUDGET must be a whole number, got {budget!r}")

@@ -92,12 +92,14 @@ class DatabasePacer:
         return row
 
     def reserve(self, max_wait: float) -> float:
+        if not self._interval:
+            return self.slowed_for()  # nothing to hand out: only a shared back-off to honour
         with self._db.transaction() as session:
             row = self._row(session)
             now = self._clock()
             slot = max(now, row.next_call_at, row.slow_until)
             wait = slot - now
-            if wait <= max_wait and self._interval:
+            if wait <= max_wait:
                 row.next_call_at = slot + self._interval
             return wait
 
