@@ -7,6 +7,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -150,6 +151,8 @@ def submit_job(self: Task, job_id: int, failures: int = 0, paced: bool = False) 
     """
     ctx = context()
     with ctx.db.read() as session:
+        if not submission.claimable(session, job_id):
+            return  # another task took it: no slot of the pace is spent on it
         pause = upstream_state.current_pause(session)
     if pause is not None:
         persist(
@@ -165,6 +168,8 @@ def submit_job(self: Task, job_id: int, failures: int = 0, paced: bool = False) 
         wait = ctx.pacer.reserve(math.inf)
         if wait > INLINE_PACE_WAIT:
             # Come back at the reserved slot; the job is not claimed meanwhile.
+            slot = ctx.now() + timedelta(seconds=wait)
+            persist(partial(submission.scheduled, job_id=job_id, at=slot))
             raise self.retry(
                 args=[job_id], kwargs={"failures": failures, "paced": True}, countdown=wait
             )

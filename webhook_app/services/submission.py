@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from webhook_app.models import Job, UpstreamState
@@ -139,12 +139,13 @@ def wait_for_credentials(
 ) -> None:
     """The job waits `queued` while submissions are paused, and says why.
 
-    A claim of this attempt (the call was refused, so nothing was done) is given back.
+    A claim whose call was refused (or that waits for a retry) is given back: nothing was
+    done upstream.
     """
     job = lock_job(session, job_id=job_id)
     if job is None:
         return
-    if job.status == JobStatus.SUBMITTING and job.submission == IN_FLIGHT:
+    if job.status == JobStatus.SUBMITTING and job.submission in (IN_FLIGHT, RETRY):
         record_event(
             session,
             job,
@@ -169,4 +170,24 @@ def queued_jobs(session: Session, *, limit: int) -> list[int]:
         session.scalars(
             select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(Job.id).limit(limit)
         )
+    )
+
+
+def claimable(session: Session, job_id: int) -> bool:
+    """Whether a submission task has anything to do for this job (a read, no lock)."""
+    row = session.execute(select(Job.status, Job.submission).where(Job.id == job_id)).first()
+    return row is not None and (
+        row.status == JobStatus.QUEUED
+        or (row.status == JobStatus.SUBMITTING and row.submission == RETRY)
+    )
+
+
+def scheduled(session: Session, job_id: int, *, at: datetime) -> None:
+    """The job's submission waits for a slot in the pace at `at`: until then reconciliation
+    does not take it for lost."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+        .values(next_check_at=at)
+        .execution_options(synchronize_session=False)
     )
