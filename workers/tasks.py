@@ -82,11 +82,12 @@ def backoff(retries: int) -> float:
     return random.uniform(base, max(base, min(cap, base * 2**retries)))
 
 
-def retry_countdown(error: UpstreamError, retries: int) -> float:
-    """When to try again: at the pace's next slot when throttled, else with backoff."""
+def retry_later(task: Task, error: UpstreamError) -> Exception:
+    """The task again: at the pace's next free slot when throttled (which never uses up its
+    retries: nothing was sent), else with backoff."""
     if isinstance(error, Throttled):
-        return error.retry_after
-    return backoff(retries)
+        return task.retry(countdown=error.retry_after, max_retries=None, exc=error)
+    return task.retry(countdown=backoff(task.request.retries), exc=error)
 
 
 def persist(write: Callable[[Session], object], attempts: int = 8) -> None:
@@ -298,7 +299,7 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
     try:
         report = kind.poll(ctx.client, reference)
     except RETRY_LATER as exc:
-        raise self.retry(countdown=retry_countdown(exc, self.request.retries), exc=exc) from None
+        raise retry_later(self, exc) from None
 
     def record(session: Session) -> None:
         job = jobs.lock_job(session, job_id=job_id)
@@ -332,7 +333,7 @@ def enrich_job(self: Task, job_id: int) -> None:
             found.append(dict(id=item_id, width=width, height=height, media_type=media_type))
     except (*RETRY_LATER, ValidationError, NotFound) as exc:
         # Media data may lag behind completion: a validation answer is retried too.
-        raise self.retry(countdown=retry_countdown(exc, self.request.retries), exc=exc) from None
+        raise retry_later(self, exc) from None
     finally:
         # What was learned is kept, even when the rest must wait: one statement for all.
         if found:
