@@ -314,6 +314,17 @@ def test_wrong_api_key_is_refused_by_name_when_a_key_is_configured(
     assert "API key is illegal" in error["errormsg"]
 
 
+def test_a_refused_login_is_an_authentication_of_the_user(
+    client: ApiClient, set_knobs: Callable[..., None]
+) -> None:
+    set_knobs(refuse_login=True)
+
+    answer = client.call("login", dp_login_user="user", dp_login_password="secret")
+
+    error = assert_failure(answer, 404, "EUser\\Authentication")
+    assert error["errormsg"] == "This login does not exist. Please try again."
+
+
 def test_plain_error_names_keep_the_generic_shapes(
     client: ApiClient, set_knobs: Callable[..., None]
 ) -> None:

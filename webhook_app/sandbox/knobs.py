@@ -26,7 +26,7 @@ _FLOAT_KNOBS = frozenset(
 )
 _RATE_KNOBS = frozenset({"drop_rate", "failure_rate", "hang_rate"})
 _INT_KNOBS = frozenset({"duplicates", "callback_retries"})
-_BOOL_KNOBS = frozenset({"reverse"})
+_BOOL_KNOBS = frozenset({"reverse", "refuse_login"})
 _STR_KNOBS = frozenset({"callback_format", "error_names"})
 _OPTIONAL_STR_KNOBS = frozenset({"api_key"})
 _OPTIONAL_INT_KNOBS = frozenset({"seed"})
@@ -58,6 +58,8 @@ class SandboxKnobs:
     rate_limit: float = 0.0
     # How failures are named: "sdk" (the API's own exception names) or "plain".
     error_names: str = "sdk"
+    # Refuse every login as an unknown account (the API key stays accepted).
+    refuse_login: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The knobs as a JSON-ready mapping."""

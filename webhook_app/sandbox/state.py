@@ -223,6 +223,8 @@ class SandboxState:
             raise validation_error("Parameter dp_login_user is required")
         if not password:
             raise validation_error("Parameter dp_login_password is required")
+        if self.knobs_copy().refuse_login:
+            raise ApiError("login")
         session_id = secrets.token_hex(16)
         with self._lock:
             expires_at = self.clock() + self.knobs.session_ttl
