@@ -177,8 +177,8 @@ class MemorySessionStore:
 
 
 # The names the API answers with (the official PHP SDK's list), then plain names of
-# compatible servers. Keys are compared without their namespace and case: the API itself
-# spells `EAPI\\` and `EApi\\` both.
+# compatible servers, each with what it means for us. Names are also matched without their
+# namespace and case, since the API itself spells the namespace both `EAPI` and `EApi`.
 EXCEPTION_NAMES: dict[str, type[UpstreamError]] = {
     "EAPI\\EIllegalSession": AuthenticationError,
     "EIllegalSession": AuthenticationError,
