@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             DP_API_URL=sandbox.url,
             # The sandbox would call back later; nobody listens there, and the run ends first.
             PUBLIC_BASE_URL="http://127.0.0.1:9",
+            # The profile measures the work of each call, not the deployment's pace.
+            UPSTREAM_RATE_LIMIT="0",
         )
         profile_paths(url, args.calls)
     finally:

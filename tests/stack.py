@@ -63,6 +63,8 @@ class Stack:
             # Its own queue, so stacks that share a Redis never take each other's tasks.
             "CELERY_QUEUE": f"test-{secrets.token_hex(6)}",
             "PYTHONUNBUFFERED": "1",
+            # Far above what a test sends, unless a test is about the pace.
+            "UPSTREAM_RATE_LIMIT": "200",
             **env,
         }
         self.env.pop("DP_API_KEY", None)

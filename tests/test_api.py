@@ -101,6 +101,7 @@ def test_health_needs_no_token(client: Any) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.get_json()["checks"]["database"] == "ok"
+    assert ready.get_json()["checks"]["upstream"] == "ok"
 
 
 def test_list_is_newest_first_and_the_cursor_is_stable_while_jobs_arrive(

@@ -212,3 +212,30 @@ def test_sign_out_and_revoked_tokens_end_the_session(app: Any, signed_in: Any) -
     assert revoked.status_code == 302 and revoked.headers["Location"] == "/login"
     assert "no longer accepted" in signed_in.get("/login").get_data(as_text=True)
     assert json.loads(signed_in.get("/api/v1/openapi.json").get_data())["openapi"] == "3.1.0"
+
+
+def test_a_pause_shows_a_banner_and_usage_is_shown_with_the_jobs(
+    signed_in: Any, database: Any
+) -> None:
+    from webhook_app.models import utcnow
+    from webhook_app.services import upstream_state
+
+    reason = {"kind": "credentials_refused", "exception": "EAPI\\EIllegalApiKey"}
+    with database.transaction() as session:
+        upstream_state.pause(session, reason, now=utcnow(), first_probe=5)
+    try:
+        paused = signed_in.get("/").get_data(as_text=True)
+        ready = signed_in.get("/readyz")
+        state = signed_in.get("/api/v1/upstream", headers={"Authorization": f"Bearer {TEST_TOKEN}"})
+    finally:
+        with database.transaction() as session:
+            upstream_state.resume(session)
+    running = signed_in.get("/").get_data(as_text=True)
+
+    assert 'data-test="upstream-paused"' in paused and "Submissions are paused" in paused
+    assert 'data-test="upstream-paused"' not in running
+    assert 'data-test="usage"' in running and "Generations today:" in running
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"]["upstream"].startswith("degraded: credentials refused")
+    assert state.get_json()["paused"] is True
+    assert state.get_json()["reason"]["exception"] == "EAPI\\EIllegalApiKey"

@@ -129,6 +129,9 @@ def test_metrics_count_jobs_callbacks_and_upstream_calls(client: Any, auth: dict
         samples(text, "webhook_app_upstream_call_duration_seconds_count")[(("command", "login"),)]
         >= 2
     )
+    assert samples(text, "webhook_app_upstream_paused")[()] == 0
+    generations = samples(text, "webhook_app_generations_today")[()]
+    assert generations == samples(before, "webhook_app_generations_today")[()] + 1
 
 
 def test_follow_up_settings_are_read_and_checked() -> None:

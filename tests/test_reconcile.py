@@ -70,6 +70,18 @@ def test_queued_job_without_a_worker_is_resubmitted(session: Session) -> None:
     assert job.id in plan(session, 30).submit
 
 
+def test_a_queued_job_waiting_for_its_slot_in_the_pace_is_not_taken_for_lost(
+    session: Session,
+) -> None:
+    job = make_job(session)
+    session.flush()
+    submission.scheduled(session, job.id, at=T0 + timedelta(seconds=300))
+    session.refresh(job)
+    assert job.id not in plan(session, 30).submit
+    assert job.id not in plan(session, 329).submit
+    assert job.id in plan(session, 330).submit  # its task should have run by then
+
+
 def test_stalled_submission_becomes_unknown_and_is_never_resubmitted(session: Session) -> None:
     job = make_job(session)
     session.flush()

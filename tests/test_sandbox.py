@@ -268,7 +268,7 @@ def test_bad_session_is_a_403_failure_with_http_200(client: ApiClient) -> None:
     )
 
     assert response.status_code == 200
-    error = assert_failure(response.json(), 403, "AuthenticationError")
+    error = assert_failure(response.json(), 403, "EAPI\\EIllegalSession")
     assert error["errormsg"] == "Session ID invalid or session is expired"
 
 
@@ -292,7 +292,7 @@ def test_invalid_generate_parameters_are_validation_errors(
         **{"dp_prompt": "a red fox", **params},
     )
 
-    error = assert_failure(answer, 400, "ValidationError")
+    error = assert_failure(answer, 400, "EApi\\EInvalidParam")
     assert named in error["errormsg"]
     assert stats(sandbox)["generations"] == 0
 
@@ -303,21 +303,75 @@ def test_a_prompt_of_400_characters_is_accepted(client: ApiClient) -> None:
     assert answer["type"] == "success"
 
 
-def test_wrong_api_key_is_a_401_when_a_key_is_configured(
+def test_wrong_api_key_is_refused_by_name_when_a_key_is_configured(
     client: ApiClient, set_knobs: Callable[..., None]
 ) -> None:
     set_knobs(api_key="the-right-key")
 
     answer = client.call("login", dp_login_user="user", dp_login_password="secret")
 
-    error = assert_failure(answer, 401, "AuthenticationError")
-    assert error["errormsg"] == "Invalid API key"
+    error = assert_failure(answer, 403, "EAPI\\EIllegalApiKey")
+    assert "API key is illegal" in error["errormsg"]
 
 
-def test_unknown_command_is_a_validation_error(client: ApiClient) -> None:
-    error = assert_failure(client.call("imageGenerator.paint"), 400, "ValidationError")
+def test_a_refused_login_is_an_authentication_of_the_user(
+    client: ApiClient, set_knobs: Callable[..., None]
+) -> None:
+    set_knobs(refuse_login=True)
 
-    assert error["errormsg"] == "Unknown command"
+    answer = client.call("login", dp_login_user="user", dp_login_password="secret")
+
+    error = assert_failure(answer, 404, "EUser\\Authentication")
+    assert error["errormsg"] == "This login does not exist. Please try again."
+
+
+def test_plain_error_names_keep_the_generic_shapes(
+    client: ApiClient, set_knobs: Callable[..., None]
+) -> None:
+    set_knobs(api_key="the-right-key", error_names="plain")
+
+    answer = client.call("login", dp_login_user="user", dp_login_password="secret")
+    set_knobs(api_key=None)
+    unknown = client.call("imageGenerator.paint")
+
+    assert assert_failure(answer, 401, "AuthenticationError")["errormsg"] == "Invalid API key"
+    assert_failure(unknown, 400, "ValidationError")
+
+
+def test_unknown_command_is_an_undefined_command(client: ApiClient) -> None:
+    error = assert_failure(client.call("imageGenerator.paint"), 400, "EAPI\\EUndefinedCommand")
+
+    assert error["errormsg"] == "Unknown command 'imageGenerator.paint'"
+
+
+def test_a_value_not_allowed_is_a_403_of_its_own_name(
+    client: ApiClient, sandbox: SandboxServer
+) -> None:
+    answer = client.generate(client.login(), prompt="a fox [sandbox:not-allowed]")
+
+    assert_failure(answer, 403, "EAPI\\EValueNotAllowed")
+    assert stats(sandbox)["generations"] == 0
+
+
+def test_an_unknown_generation_is_not_found(client: ApiClient) -> None:
+    answer = client.call("imageGenerator.get", dp_session_id=client.login(), dp_uuid="nope")
+
+    assert_failure(answer, 0, "NotFoundItemException")
+
+
+def test_calls_above_the_rate_limit_are_refused_as_too_many(
+    client: ApiClient, sandbox: SandboxServer, set_knobs: Callable[..., None]
+) -> None:
+    set_knobs(rate_limit=3)
+
+    answers = [client.call("logout", dp_session_id="x") for _ in range(5)]
+    time.sleep(1.05)
+    later = client.call("login", dp_login_user="user", dp_login_password="secret")
+
+    refused = [a for a in answers if a["error"]["exception"] == "TooManyRequestsError"]
+    assert [a["error"]["errorcode"] for a in refused] == [429, 429]
+    assert later["type"] == "success"
+    assert stats(sandbox)["rate_limited"] == 2
 
 
 def test_session_expires_after_its_ttl(
@@ -329,7 +383,7 @@ def test_session_expires_after_its_ttl(
 
     time.sleep(0.4)
 
-    assert_failure(client.generate(session_id), 403, "AuthenticationError")
+    assert_failure(client.generate(session_id), 403, "EAPI\\EIllegalSession")
     assert stats(sandbox)["sessions"] == {"issued": 1, "expired_rejections": 1}
 
 
@@ -338,10 +392,10 @@ def test_expire_sessions_route_ends_every_session(client: ApiClient) -> None:
 
     requests.post(f"{client.url}/_sandbox/expire-sessions", timeout=5).raise_for_status()
 
-    assert_failure(client.generate(session_id), 403, "AuthenticationError")
+    assert_failure(client.generate(session_id), 403, "EAPI\\EIllegalSession")
 
 
-def test_failure_rate_one_answers_503_and_429_in_turn(
+def test_failure_rate_one_answers_internal_errors_and_503_in_turn(
     client: ApiClient, set_knobs: Callable[..., None]
 ) -> None:
     set_knobs(failure_rate=1.0)
@@ -349,8 +403,8 @@ def test_failure_rate_one_answers_503_and_429_in_turn(
     first = client.call("login", dp_login_user="user", dp_login_password="secret")
     second = client.call("login", dp_login_user="user", dp_login_password="secret")
 
-    assert_failure(first, 503, "ServiceUnavailableError")
-    assert_failure(second, 429, "TooManyRequestsError")
+    assert_failure(first, 0, "EApi\\EInternalError")
+    assert_failure(second, 503, "ServiceUnavailableError")
 
 
 def test_hang_rate_delays_the_answer_of_a_generation_that_was_created(
@@ -574,7 +628,7 @@ def test_media_data_is_ready_only_after_completion(client: ApiClient) -> None:
     final = client.wait_until_finished(session_id, created["uuid"])[-1]
     late = client.call("imageGenerator.getMediaData", dp_session_id=session_id, dp_uuid=item_uuid)
 
-    error = assert_failure(early, 400, "ValidationError")
+    error = assert_failure(early, 400, "EApi\\EInvalidParam")
     assert error["errormsg"] == "Media data not ready"
     assert late["type"] == "success", late
     assert late["data"] == {
@@ -598,7 +652,7 @@ def test_stats_count_generate_calls_including_refused_ones(
     client.generate(session_id, prompt="a red fox")
     refused = client.generate(session_id, prompt="forbidden [sandbox:reject]")
 
-    assert_failure(refused, 400, "ValidationError")
+    assert_failure(refused, 400, "EApi\\EInvalidParam")
     counted = stats(sandbox)
     assert counted["generate_calls"] == 3
     assert counted["generations"] == 2
@@ -636,6 +690,8 @@ def test_knobs_from_env_reads_every_variable() -> None:
             "SANDBOX_CALLBACK_FORMAT": "form-bare",
             "SANDBOX_API_KEY": "k",
             "SANDBOX_SEED": "7",
+            "SANDBOX_RATE_LIMIT": "4",
+            "SANDBOX_ERROR_NAMES": "plain",
         }
     )
 
@@ -647,6 +703,8 @@ def test_knobs_from_env_reads_every_variable() -> None:
         callback_format="form-bare",
         api_key="k",
         seed=7,
+        rate_limit=4.0,
+        error_names="plain",
     )
 
 
@@ -657,6 +715,7 @@ def test_knobs_from_env_reads_every_variable() -> None:
         ("SANDBOX_DROP_RATE", "1.5"),
         ("SANDBOX_REVERSE", "maybe"),
         ("SANDBOX_CALLBACK_FORMAT", "xml"),
+        ("SANDBOX_ERROR_NAMES", "loud"),
     ],
 )
 def test_knobs_from_env_names_the_invalid_variable(variable: str, value: str) -> None:

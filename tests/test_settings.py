@@ -319,3 +319,30 @@ def test_retention_is_off_or_at_least_two_days() -> None:
     assert Settings.from_env({"RETENTION_DAYS": "30"}).retention_days == 30
     with pytest.raises(SettingsError, match="RETENTION_DAYS"):
         Settings.from_env({"RETENTION_DAYS": "1"})
+
+
+def test_pace_and_price_settings_are_read_and_checked() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.upstream_rate_limit, defaults.daily_generation_budget) == (10.0, None)
+    settings = Settings.from_env(
+        {
+            "UPSTREAM_RATE_LIMIT": "2.5",
+            "UPSTREAM_MAX_IN_FLIGHT": "40",
+            "UPSTREAM_RATE_LIMITED_PAUSE": "3",
+            "CREDENTIALS_PROBE_INTERVAL": "2",
+            "CREDENTIALS_PROBE_MAX_INTERVAL": "1",  # raised to the first interval
+            "DAILY_GENERATION_BUDGET": "500",
+        }
+    )
+    assert settings.upstream_rate_limit == 2.5 and settings.upstream_max_in_flight == 40
+    assert settings.rate_limited_pause == 3.0
+    assert (settings.credentials_probe_interval, settings.credentials_probe_max_interval) == (2, 2)
+    assert settings.daily_generation_budget == 500
+    for name, value in (
+        ("DAILY_GENERATION_BUDGET", "lots"),
+        ("DAILY_GENERATION_BUDGET", "-3"),
+        ("UPSTREAM_MAX_IN_FLIGHT", "1.5"),
+        ("UPSTREAM_RATE_LIMIT", "-1"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: value})

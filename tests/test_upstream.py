@@ -19,6 +19,7 @@ from webhook_app.upstream import (
     AuthenticationError,
     CachedSession,
     ConnectionFailed,
+    CredentialsRefused,
     DepositphotosClient,
     MemorySessionStore,
     OutcomeUnknown,
@@ -310,9 +311,9 @@ def test_a_second_refusal_is_final() -> None:
     assert_discreet(caught.value)
 
 
-def test_a_refused_login_is_an_authentication_error() -> None:
+def test_a_refused_login_is_refused_credentials() -> None:
     transport = ScriptedTransport((200, failure(401, "Invalid login or password", None)))
-    with pytest.raises(AuthenticationError) as caught:
+    with pytest.raises(CredentialsRefused) as caught:
         generate(make_client(transport))
     assert transport.commands() == ["login"]
     assert caught.value.code == 401

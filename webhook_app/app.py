@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         observe,
         openapi,
         receiver,
+        usage,
         waiting,
     )
     from webhook_app.web.headers import install_security_headers
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
     observe.init_app(app)
     app.register_blueprint(receiver.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(usage.blueprint)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(images.blueprint)
     app.register_blueprint(notifications.blueprint)

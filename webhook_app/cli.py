@@ -377,33 +377,51 @@ def tokens() -> None:
     show_default=True,
     help="read: GET only; write: also create and refresh jobs.",
 )
-def create_token(name: str, scope: str) -> None:
+@click.option(
+    "--daily-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Generations this token may create a day (UTC), within the deployment's budget.",
+)
+def create_token(name: str, scope: str, daily_limit: int | None) -> None:
     """Make a token and print it once; only its hash is kept."""
     from webhook_app.models import utcnow
     from webhook_app.services.api_tokens import create_token as create
 
     try:
         with _database_session() as session:
-            row, token = create(session, name=name, scope=scope, now=utcnow())
+            row, token = create(
+                session, name=name, scope=scope, now=utcnow(), daily_limit=daily_limit
+            )
             token_id = row.id
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--name") from None
+    limit = f", {daily_limit} generations a day" if daily_limit is not None else ""
     # The token alone on stdout, so that scripts can capture it.
-    click.echo(f"token {token_id} ({name}, {scope}); shown only now, keep it safe:", err=True)
+    click.echo(
+        f"token {token_id} ({name}, {scope}{limit}); shown only now, keep it safe:", err=True
+    )
     click.echo(token)
 
 
 @tokens.command("list")
 def list_tokens() -> None:
-    """Every token: id, scope, created, revoked, name (never the token itself)."""
+    """Every token: id, scope, created, revoked, generations today/daily limit, name."""
+    from webhook_app.models import utcnow
+    from webhook_app.services import budgets
     from webhook_app.services.api_tokens import list_tokens as all_tokens
 
     with _database_session() as session:
-        for row in all_tokens(session):
+        rows = all_tokens(session)
+        names = [budgets.token_budget_name(row.id) for row in rows]
+        used = budgets.used_today(session, names, now=utcnow())
+        for row, budget in zip(rows, names, strict=True):
             state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
+            limit = "-" if row.daily_limit is None else str(row.daily_limit)
+            today = f"{used[budget]}/{limit}"
             click.echo(
                 f"{row.id:>4}  {row.scope:<5}  {row.created_at:%Y-%m-%d %H:%M}  {state:<24}  "
-                f"{row.name}"
+                f"{today:>11}  {row.name}"
             )
 
 
@@ -531,6 +549,35 @@ def replay_notification(notification_id: str, **connection: str | None) -> None:
     client = _client(connection["url"], connection["token"])
     replayed = _api_call(lambda: client.replay_notification(notification_id))
     click.echo(f"{replayed['id']}  {replayed['state']}  queued again")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
+@with_connection
+def usage(as_json: bool, url: str | None, token: str | None) -> None:
+    """Generations counted today against the daily budgets, and whether submissions wait."""
+    client = _client(url, token)
+    counted = _api_call(client.usage)
+    upstream = _api_call(client.upstream)
+    if as_json:
+        click.echo(json.dumps({**counted, "upstream": upstream}, indent=2))
+        return
+
+    def line(label: str, budget: dict[str, Any]) -> str:
+        limit = "no limit" if budget["limit"] is None else f"limit {budget['limit']}"
+        return f"{label:<22} {budget['used']:>6} used today  ({limit})"
+
+    click.echo(f"day {counted['day']} (UTC), budgets reset at {counted['resets_at']}")
+    click.echo(line("deployment", counted["deployment"]))
+    if counted["token"] is not None:
+        click.echo(line(f"token {counted['token']['id']}", counted["token"]))
+    if upstream["paused"]:
+        click.echo(
+            f"submissions paused since {upstream['since']}: the upstream refuses the "
+            f"credentials; next probe at {upstream['next_probe_at']}"
+        )
+    else:
+        click.echo("submissions: running")
 
 
 @main.command()

@@ -9,8 +9,8 @@ for job in client.iter_jobs(status="failed"):
 ```
 
 Errors of the API are raised as `ApiError` subclasses chosen by status (`InvalidRequest`,
-`Unauthorized`, `Forbidden`, `NotFound`, `Conflict`, `ServiceUnavailable`); a service that
-cannot be reached raises `requests.RequestException`.
+`Unauthorized`, `Forbidden`, `NotFound`, `Conflict`, `OverBudget`, `ServiceUnavailable`); a
+service that cannot be reached raises `requests.RequestException`.
 """
 
 from __future__ import annotations
@@ -97,6 +97,20 @@ class Stats(TypedDict):
     total: int
 
 
+class Usage(TypedDict):
+    day: str
+    resets_at: str
+    deployment: dict[str, Any]  # used, limit, remaining
+    token: dict[str, Any] | None  # id, name, used, limit, remaining
+
+
+class UpstreamState(TypedDict):
+    paused: bool
+    since: str | None
+    reason: dict[str, Any] | None
+    next_probe_at: str | None
+
+
 class ApiError(Exception):
     """The API answered with an error; `status`, `code`, `field` and `body` say which."""
 
@@ -134,6 +148,16 @@ class Conflict(ApiError):
     """409: not possible in the job's state, or an Idempotency-Key reused."""
 
 
+class OverBudget(ApiError):
+    """429: a daily budget of generations is used up; `budget`, `resets_at`, `retry_after`."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(status, body)
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        self.budget = error.get("budget")
+        self.resets_at = error.get("resets_at")
+
+
 class ServiceUnavailable(ApiError):
     """5xx: try again later."""
 
@@ -145,6 +169,7 @@ _BY_STATUS: dict[int, type[ApiError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    429: OverBudget,
 }
 
 
@@ -231,6 +256,14 @@ class Client:
         """How many jobs are in each status (filters `created_after`, `q`)."""
         params = {key: value for key, value in filters.items() if value is not None}
         return cast(Stats, self._request("GET", "/api/v1/stats", params=params))
+
+    def usage(self) -> Usage:
+        """Generations counted today against the daily budgets, and their limits."""
+        return cast(Usage, self._request("GET", "/api/v1/usage"))
+
+    def upstream(self) -> UpstreamState:
+        """Whether submissions are paused because the upstream refuses the credentials."""
+        return cast(UpstreamState, self._request("GET", "/api/v1/upstream"))
 
     def events(self, job_id: str) -> list[Event]:
         return list(self._request("GET", f"/api/v1/jobs/{job_id}/events")["events"])

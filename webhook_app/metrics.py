@@ -28,7 +28,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
 from webhook_app.db import Database
-from webhook_app.models import ItemArchive, Job, Notification
+from webhook_app.models import (
+    GenerationUsage,
+    ItemArchive,
+    Job,
+    Notification,
+    UpstreamState,
+    utcnow,
+)
 from webhook_app.states import JobStatus
 
 log = logging.getLogger(__name__)
@@ -77,6 +84,11 @@ NOTIFICATIONS = Counter(
     "Attempts at delivering a notification: delivered, retry, failed",
     ["outcome"],
 )
+UPSTREAM_PAUSES = Counter(
+    "webhook_app_upstream_pause_changes_total",
+    "Submissions paused (credentials refused) and resumed (accepted again)",
+    ["state"],
+)
 HOOKS = Counter("webhook_app_job_done_hooks_total", "ON_JOB_DONE_TASK messages sent")
 
 
@@ -102,6 +114,17 @@ class DatabaseCollector:
                         select(Notification.state, func.count()).group_by(Notification.state)
                     ).all()
                 )
+                paused = session.scalar(
+                    select(func.count())
+                    .select_from(UpstreamState)
+                    .where(UpstreamState.paused_since.is_not(None))
+                )
+                generations = session.scalar(
+                    select(GenerationUsage.used).where(
+                        GenerationUsage.budget == "deployment",
+                        GenerationUsage.day == utcnow().strftime("%Y-%m-%d"),
+                    )
+                )
         except Exception as exc:  # a scrape must not fail because the database is away
             log.warning("metrics: database counts unavailable: %s", type(exc).__name__)
             return
@@ -109,6 +132,16 @@ class DatabaseCollector:
         for status in JobStatus:
             gauge.add_metric([status.value], jobs.get(status.value, 0))
         yield gauge
+        yield GaugeMetricFamily(
+            "webhook_app_upstream_paused",
+            "1 while submissions are paused because the upstream refuses the credentials",
+            value=1 if paused else 0,
+        )
+        yield GaugeMetricFamily(
+            "webhook_app_generations_today",
+            "Generations counted today (UTC) against the deployment's daily budget",
+            value=generations or 0,
+        )
         for name, text, counts in (
             ("webhook_app_item_archives", "Item image archives by state", archives),
             ("webhook_app_notifications", "Completion notifications by state", notifications),

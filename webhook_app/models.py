@@ -11,6 +11,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -214,6 +215,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+    # Generations this token may create a day (UTC); None: only the deployment's budget.
+    daily_limit: Mapped[int | None] = mapped_column(Integer)
 
 
 class ItemArchive(Base):
@@ -297,3 +300,36 @@ class NotificationAttempt(Base):
     __table_args__ = (
         Index("ix_notification_attempts_notification_id_id", "notification_id", "id"),
     )
+
+
+class UpstreamState(Base):
+    """What every worker must know about the upstream: a pause, and the shared pace.
+
+    One row per upstream. The pacing columns are seconds since the epoch, used only when the
+    broker is not Redis (which then keeps them).
+    """
+
+    __tablename__ = "upstream_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Set while the API key or the login is refused: submissions wait until a probe succeeds.
+    paused_since: Mapped[datetime | None]
+    pause_reason: Mapped[dict[str, Any] | None]
+    probe_at: Mapped[datetime | None]
+    probe_failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Held by the one worker probing now, until this time.
+    probe_lease_until: Mapped[datetime | None]
+    # The next free slot in the shared pace (reserved slots are handed out in turn).
+    next_call_at: Mapped[float] = mapped_column(Float, default=0.0)
+    # Every worker waits until this time after the upstream said too fast.
+    slow_until: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class GenerationUsage(Base):
+    """Generations counted against a daily budget: the deployment's, or one API token's."""
+
+    __tablename__ = "generation_usage"
+
+    budget: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
+    used: Mapped[int] = mapped_column(Integer, default=0)

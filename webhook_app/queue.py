@@ -29,6 +29,7 @@ DELIVER_NOTIFICATION = "webhook_app.deliver_notification"
 PRUNE = "webhook_app.prune"
 # How often beat prunes what RETENTION_DAYS lets go (when it is set).
 PRUNE_INTERVAL = 3600.0
+PROBE_UPSTREAM = "webhook_app.probe_upstream"
 
 # Longest task: a generate call with its timeout, plus a margin.
 LONGEST_TASK = timedelta(minutes=10)
@@ -126,6 +127,17 @@ class Enqueuer:
     def send(self, name: str, *args: Any) -> bool:
         try:
             self._app.send_task(name, args=args, headers=task_headers())
+        except Exception:
+            log.exception("could not enqueue %s; reconciliation will pick it up", name)
+            return False
+        return True
+
+    def send_later(self, name: str, countdown: float, *args: Any) -> bool:
+        """Like `send`, to be run `countdown` seconds from now."""
+        try:
+            self._app.send_task(
+                name, args=args, countdown=max(0.0, countdown), headers=task_headers()
+            )
         except Exception:
             log.exception("could not enqueue %s; reconciliation will pick it up", name)
             return False

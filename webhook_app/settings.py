@@ -128,6 +128,13 @@ class Settings:
     broker_tls_ca_certs: str | None = None
     # Days after a job ends when its deliveries' bodies and its events are pruned (0: never).
     retention_days: float = 0.0
+    # The upstream's pace and price: shared by every process of the deployment.
+    upstream_rate_limit: float = 10.0  # calls per second; 0: no limit
+    upstream_max_in_flight: int = 0  # generations submitted and not finished; 0: no limit
+    rate_limited_pause: float = 5.0  # every worker waits this long after a rate-limited answer
+    credentials_probe_interval: float = 5.0  # first wait before refused credentials are tried
+    credentials_probe_max_interval: float = 300.0
+    daily_generation_budget: int | None = None  # generations a UTC day; None: no budget
     dev_defaults_used: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -266,6 +273,7 @@ class Settings:
             retention_days=_retention_days(env),
             dev_defaults_used=tuple(used_defaults),
             **_follow_up_settings(env, environment),
+            **_pace_and_price_settings(env),
         )
 
 
@@ -332,4 +340,25 @@ def _follow_up_settings(env: Mapping[str, str], environment: str) -> dict[str, A
         "log_format": log_format,
         "log_level": log_level,
         "worker_metrics_port": int(metrics_port) if metrics_port else None,
+    }
+
+
+def _pace_and_price_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The upstream's shared pace, the pause on refused credentials, the daily budget."""
+    in_flight = _number(env, "UPSTREAM_MAX_IN_FLIGHT", 0.0)
+    budget = env.get("DAILY_GENERATION_BUDGET", "").strip()
+    if budget and not budget.isdigit():
+        raise SettingsError(f"DAILY_GENERATION_BUDGET must be a whole number, got {budget!r}")
+    if not in_flight.is_integer():
+        raise SettingsError("UPSTREAM_MAX_IN_FLIGHT must be a whole number")
+    probe = _number(env, "CREDENTIALS_PROBE_INTERVAL", 5.0) or 5.0
+    return {
+        "upstream_rate_limit": _number(env, "UPSTREAM_RATE_LIMIT", 10.0),
+        "upstream_max_in_flight": int(in_flight),
+        "rate_limited_pause": _number(env, "UPSTREAM_RATE_LIMITED_PAUSE", 5.0),
+        "credentials_probe_interval": probe,
+        "credentials_probe_max_interval": max(
+            probe, _number(env, "CREDENTIALS_PROBE_MAX_INTERVAL", 300.0)
+        ),
+        "daily_generation_budget": int(budget) if budget else None,
     }

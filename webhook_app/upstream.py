@@ -4,13 +4,20 @@ The upstream answers HTTP 200 for failures too; the envelope's `type` says what 
 Errors are a small hierarchy whose class tells the caller what it may safely do next:
 
     UpstreamError
-    ├── AuthenticationError   session or key refused (the client logs in again once)
+    ├── AuthenticationError   the session is invalid or expired (the client logs in again once)
+    ├── CredentialsRefused    the API key or the login is refused: submissions pause
     ├── ValidationError       the request was rejected: never retry it
+    ├── NotFound              the generation or item named does not exist
     ├── TransientError        nothing was done upstream: retrying cannot pay twice
     │   ├── RateLimited
     │   ├── ServerError
     │   └── ConnectionFailed  the request never left this machine
+    ├── Throttled             not sent: the deployment's shared rate has no room yet
     └── OutcomeUnknown        the request was sent but no usable answer came back
+
+A failure envelope is classified by its `exception` name first (the names the official SDK
+knows), by its `errorcode` second (403 alone cannot tell a session from a key or a value),
+and by its text last; see `classify`.
 
 Messages never contain the API key, the login, the session id or a callback token: requests
 are POSTed as a form to the bare base URL, and transport exceptions are summarised, not echoed.
@@ -21,7 +28,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,8 +69,16 @@ class AuthenticationError(UpstreamError):
     kind = "authentication"
 
 
+class CredentialsRefused(UpstreamError):
+    kind = "credentials_refused"
+
+
 class ValidationError(UpstreamError):
     kind = "validation"
+
+
+class NotFound(UpstreamError):
+    kind = "not_found"
 
 
 class TransientError(UpstreamError):
@@ -83,6 +99,45 @@ class ConnectionFailed(TransientError):
 
 class OutcomeUnknown(UpstreamError):
     kind = "outcome_unknown"
+
+
+class Throttled(UpstreamError):
+    """Not sent: the shared rate allows the next call only in `retry_after` seconds."""
+
+    kind = "throttled"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Pacer(Protocol):
+    """The deployment's shared pace of upstream calls (see `webhook_app.services.pace`)."""
+
+    def reserve(self, max_wait: float) -> float:
+        """Seconds until the next free slot; that slot is reserved when within `max_wait`."""
+        ...
+
+    def slowed_for(self) -> float:
+        """Seconds every worker must still wait after a rate-limited answer (0: none)."""
+        ...
+
+    def back_off(self, seconds: float) -> None:
+        """The upstream said too fast: every worker waits this long."""
+        ...
+
+
+class Unpaced:
+    """No shared limit (tests, one-off scripts)."""
+
+    def reserve(self, max_wait: float) -> float:
+        return 0.0
+
+    def slowed_for(self) -> float:
+        return 0.0
+
+    def back_off(self, seconds: float) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -121,6 +176,82 @@ class MemorySessionStore:
                 self._session = None
 
 
+# The names the API answers with (the official PHP SDK's list), then plain names of
+# compatible servers, each with what it means for us. Names are also matched without their
+# namespace and case, since the API itself spells the namespace both `EAPI` and `EApi`.
+EXCEPTION_NAMES: dict[str, type[UpstreamError]] = {
+    "EAPI\\EIllegalSession": AuthenticationError,
+    "EIllegalSession": AuthenticationError,
+    "EAPI\\EIllegalApiKey": CredentialsRefused,
+    "EUser\\Authentication": CredentialsRefused,  # a refused login (errorcode 404)
+    "EInternal\\InvalidParam": ValidationError,
+    "EApi\\EInvalidParam": ValidationError,
+    "InvalidParam": ValidationError,
+    "EAPI\\EValueNotAllowed": ValidationError,  # errorcode 403, like a refused session
+    "EAPI\\EApiTypeNotAllowed": ValidationError,
+    "EAPI\\EUndefinedCommand": ValidationError,
+    "NotFoundItemException": NotFound,
+    "EApi\\EInternalError": ServerError,  # errorcode 0
+    "ValidationError": ValidationError,
+    "ServiceUnavailableError": ServerError,
+    "TooManyRequestsError": RateLimited,
+}
+# What an errorcode says when the name is unknown or absent.
+ERROR_CODES: dict[int, type[UpstreamError]] = {
+    400: ValidationError,
+    401: CredentialsRefused,
+    403: AuthenticationError,  # most often a session; a new login tells the rest apart
+    404: NotFound,
+    422: ValidationError,
+    429: RateLimited,
+}
+# Last, words in the name or the message (lower case).
+TEXT_HINTS: tuple[tuple[str, type[UpstreamError]], ...] = (
+    ("session", AuthenticationError),
+    ("api key", CredentialsRefused),
+    ("apikey", CredentialsRefused),
+    ("toomany", RateLimited),
+    ("too many", RateLimited),
+    ("ratelimit", RateLimited),
+    ("rate limit", RateLimited),
+    ("validation", ValidationError),
+    ("argument", ValidationError),
+    ("notallowed", ValidationError),
+    ("authentication", AuthenticationError),
+)
+
+
+def _bare(name: str) -> str:
+    return name.rsplit("\\", 1)[-1].lower()
+
+
+_BY_BARE_NAME = {_bare(name): cls for name, cls in EXCEPTION_NAMES.items()}
+
+
+def classify(exception: str | None, code: int | None, message: str) -> type[UpstreamError]:
+    """The error class a failure envelope stands for: by name, then code, then text.
+
+    An unknown failure is a ServerError: the upstream refused the call, so nothing was done
+    and a bounded retry is safe.
+    """
+    if exception:
+        found = EXCEPTION_NAMES.get(exception) or _BY_BARE_NAME.get(_bare(exception))
+        if found is not None:
+            return found
+    if code is not None:
+        if code in ERROR_CODES:
+            return ERROR_CODES[code]
+        if code >= 500:
+            return ServerError
+        if 400 <= code < 500:
+            return ValidationError
+    text = f"{exception or ''} {message}".lower()
+    for hint, cls in TEXT_HINTS:
+        if hint in text:
+            return cls
+    return ServerError
+
+
 def _failure(error: Mapping[str, Any]) -> UpstreamError:
     code = error.get("errorcode")
     code = (
@@ -128,23 +259,10 @@ def _failure(error: Mapping[str, Any]) -> UpstreamError:
         if isinstance(code, int | str) and str(code).isascii() and str(code).isdigit()
         else None
     )
-    message = str(error.get("errormsg") or "upstream reported a failure")[:500]
+    raw_message = str(error.get("errormsg") or "")
+    message = (raw_message or "upstream reported a failure")[:500]
     exception = str(error.get("exception") or "") or None
-    name = (exception or "").lower()
-    cls: type[UpstreamError]
-    if code in (401, 403) or "authentication" in name or "session" in name:
-        cls = AuthenticationError
-    elif code == 429 or "toomany" in name or "ratelimit" in name:
-        cls = RateLimited
-    elif code is not None and code >= 500:
-        cls = ServerError
-    elif (code is not None and 400 <= code < 500) or "validation" in name or "argument" in name:
-        cls = ValidationError
-    else:
-        # A failure the upstream names but we do not know: nothing was done, so a bounded
-        # retry is safe, and the code and message are kept for the operator.
-        cls = ServerError
-    return cls(message, code=code, exception=exception)
+    return classify(exception, code, raw_message)(message, code=code, exception=exception)
 
 
 def unwrap(answer: Any) -> Mapping[str, Any]:
@@ -175,6 +293,10 @@ class DepositphotosClient:
         timeout: float = 30.0,
         session_max_age: float = 2.5 * 3600,
         clock: Callable[[], float] = time.time,
+        pacer: Pacer | None = None,
+        rate_limited_pause: float = 5.0,
+        max_pace_wait: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._url = base_url.rstrip("/") + "/"
         self._api_key = api_key
@@ -185,6 +307,20 @@ class DepositphotosClient:
         self._timeout = (min(5.0, timeout), timeout)
         self._session_max_age = session_max_age
         self._clock = clock
+        self._pacer = pacer or Unpaced()
+        self._rate_limited_pause = rate_limited_pause
+        self._max_pace_wait = max_pace_wait
+        self._sleep = sleep
+        self._prepaid = False
+
+    @contextmanager
+    def prepaid(self) -> Iterator[None]:
+        """The next call's room in the shared pace was taken already (before a claim)."""
+        self._prepaid = True
+        try:
+            yield
+        finally:
+            self._prepaid = False
 
     # --- commands -------------------------------------------------------------------------
 
@@ -242,12 +378,27 @@ class DepositphotosClient:
             self._sessions.discard(session_id)
             return self._call(command, {**params, "dp_session_id": self.login()})
 
+    def _pace(self, command: str) -> None:
+        """Wait (sleeping, briefly) for room in the shared pace, or raise Throttled."""
+        if self._prepaid:
+            self._prepaid = False
+            return
+        wait = self._pacer.reserve(self._max_pace_wait)
+        if wait > self._max_pace_wait:
+            raise Throttled(f"{command}: the upstream rate is used up", retry_after=wait)
+        if wait > 0:
+            self._sleep(wait)
+
     def _call(self, command: str, params: Mapping[str, str]) -> Mapping[str, Any]:
+        self._pace(command)
         started, outcome = time.perf_counter(), "success"
         try:
             return self._send(command, params)
         except UpstreamError as exc:
             outcome = exc.kind
+            if isinstance(exc, RateLimited):
+                # Every worker slows down, not only the one that was told.
+                self._pacer.back_off(self._rate_limited_pause)
             raise
         finally:
             elapsed = time.perf_counter() - started

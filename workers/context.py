@@ -15,9 +15,10 @@ from webhook_app.db import Database
 from webhook_app.models import utcnow
 from webhook_app.queue import Enqueuer
 from webhook_app.redaction import install_redaction
+from webhook_app.services.pace import make_pacer
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
 from webhook_app.settings import Settings
-from webhook_app.upstream import DepositphotosClient
+from webhook_app.upstream import DepositphotosClient, Pacer
 
 
 @dataclass
@@ -27,6 +28,8 @@ class WorkerContext:
     client: DepositphotosClient
     enqueuer: Enqueuer
     storage: Storage
+    # The deployment's shared pace of upstream calls (the client takes its slots).
+    pacer: Pacer
     # For downloads and notifications, never for the upstream API (its client has its own).
     http: requests.Session
 
@@ -44,6 +47,12 @@ def context() -> WorkerContext:
         install_redaction(settings)
         enqueuer = Enqueuer(current_app)
         db = Database(settings.database_url, pool_size=2, sender=enqueuer)
+        pacer = make_pacer(
+            db,
+            rate=settings.upstream_rate_limit,
+            broker_url=settings.broker_url,
+            queue=settings.queue,
+        )
         client = DepositphotosClient(
             base_url=settings.dp_api_url,
             api_key=settings.dp_api_key,
@@ -57,9 +66,17 @@ def context() -> WorkerContext:
             ),
             timeout=settings.upstream_timeout,
             session_max_age=settings.upstream_session_max_age,
+            pacer=pacer,
+            rate_limited_pause=settings.rate_limited_pause,
         )
         _context = WorkerContext(
-            settings, db, client, enqueuer, storage_from_settings(settings), requests.Session()
+            settings,
+            db,
+            client,
+            enqueuer,
+            storage_from_settings(settings),
+            pacer,
+            requests.Session(),
         )
     return _context
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -26,18 +27,30 @@ from webhook_app.queue import (
     DELIVER_NOTIFICATION,
     ENRICH_JOB,
     JOB_FINISHED,
+    PROBE_UPSTREAM,
     PRUNE,
     RECONCILE,
     REFRESH_JOB,
     SUBMIT_JOB,
 )
-from webhook_app.services import archive, jobs, notifications, retention, submission
+from webhook_app.services import (
+    archive,
+    budgets,
+    jobs,
+    notifications,
+    retention,
+    submission,
+    upstream_state,
+)
 from webhook_app.services.progress import apply_report
 from webhook_app.services.reconcile import Schedule, plan_reconciliation
 from webhook_app.tokens import callback_token
 from webhook_app.upstream import (
     AuthenticationError,
+    CredentialsRefused,
+    NotFound,
     OutcomeUnknown,
+    Throttled,
     TransientError,
     UpstreamError,
     ValidationError,
@@ -48,6 +61,13 @@ log = logging.getLogger(__name__)
 
 
 DATABASE_ERRORS = (DBAPIError, PoolTimeout)
+# Refusals that leave nothing done upstream and are worth asking again later.
+RETRY_LATER = (TransientError, OutcomeUnknown, AuthenticationError, CredentialsRefused, Throttled)
+# A reserved slot this close is waited for in the task; a later one by retrying the task.
+INLINE_PACE_WAIT = 1.0
+# How many waiting jobs are sent again at once when the credentials are accepted again
+# (reconciliation sends the rest).
+RESUME_BATCH = 10_000
 
 
 class DatabaseRetryingTask(Task):
@@ -69,6 +89,14 @@ def backoff(retries: int) -> float:
     settings = context().settings
     base, cap = settings.retry_backoff_base, settings.retry_backoff_max
     return random.uniform(base, max(base, min(cap, base * 2**retries)))
+
+
+def retry_later(task: Task, error: UpstreamError) -> Exception:
+    """The task again: at the pace's next free slot when throttled (which never uses up its
+    retries: nothing was sent), else with backoff."""
+    if isinstance(error, Throttled):
+        return task.retry(countdown=error.retry_after, max_retries=None, exc=error)
+    return task.retry(countdown=backoff(task.request.retries), exc=error)
 
 
 def persist(write: Callable[[Session], object], attempts: int = 8) -> None:
@@ -119,16 +147,53 @@ def create_job(
             deadline=ctx.settings.deadline,
             idempotency_key=idempotency_key,
             source="task",
+            budgets=budgets.budgets_for(ctx.settings.daily_generation_budget),
         )
         return job.public_id
 
 
 @shared_task(name=SUBMIT_JOB, bind=True, base=DatabaseRetryingTask, max_retries=None)
-def submit_job(self: Task, job_id: int) -> None:
-    """Claim, call imageGenerator.generate once, record the answer."""
+def submit_job(self: Task, job_id: int, failures: int = 0, paced: bool = False) -> None:
+    """Claim, call imageGenerator.generate once, record the answer.
+
+    `failures` counts passing refusals so far; `paced` says a slot in the shared pace was
+    reserved for this run.
+    """
     ctx = context()
-    with ctx.db.transaction() as session:
-        claim = submission.claim(session, job_id, now=ctx.now())
+    with ctx.db.read() as session:
+        if not submission.claimable(session, job_id):
+            return  # another task took it: no slot of the pace is spent on it
+        pause = upstream_state.current_pause(session)
+    if pause is not None:
+        persist(
+            partial(
+                submission.wait_for_credentials,
+                job_id=job_id,
+                pause_reason=pause.reason,
+                now=ctx.now(),
+            )
+        )
+        return
+    if not paced or ctx.pacer.slowed_for() > 0:
+        wait = ctx.pacer.reserve(math.inf)
+        if wait > INLINE_PACE_WAIT:
+            # Come back at the reserved slot; the job is not claimed meanwhile.
+            slot = ctx.now() + timedelta(seconds=wait)
+            persist(partial(submission.scheduled, job_id=job_id, at=slot))
+            raise self.retry(
+                args=[job_id], kwargs={"failures": failures, "paced": True}, countdown=wait
+            )
+        time.sleep(wait)
+    try:
+        with ctx.db.transaction() as session:
+            claim = submission.claim(
+                session, job_id, now=ctx.now(), max_in_flight=ctx.settings.upstream_max_in_flight
+            )
+    except submission.InFlightLimit:
+        countdown = random.uniform(1.0, 3.0)
+        raise self.retry(
+            args=[job_id], kwargs={"failures": failures}, countdown=countdown
+        ) from None
     if claim is None:
         return
     callback_url = (
@@ -136,22 +201,33 @@ def submit_job(self: Task, job_id: int) -> None:
         f"{callback_token(ctx.settings.callback_secrets[0], claim.public_id)}"
     )
     try:
-        report = kind.submit(
-            ctx.client,
-            prompt=claim.prompt,
-            callback_url=callback_url,
-            aspect_ratio=claim.aspect_ratio,
-            medium=claim.medium,
-        )
-    except (ValidationError, AuthenticationError) as exc:
+        with ctx.client.prepaid():
+            report = kind.submit(
+                ctx.client,
+                prompt=claim.prompt,
+                callback_url=callback_url,
+                aspect_ratio=claim.aspect_ratio,
+                medium=claim.medium,
+            )
+    except CredentialsRefused as exc:
+        pause_submissions(job_id, exc)
+        return
+    except (ValidationError, NotFound) as exc:
         persist(partial(submission.reject, job_id=job_id, error=exc, now=ctx.now()))
         return
-    except TransientError as exc:
-        if self.request.retries >= ctx.settings.submit_max_retries:
+    except Throttled as exc:
+        # Nothing was sent (a login found no room in the pace): not a failure of the job.
+        persist(partial(submission.defer, job_id=job_id, error=exc, now=ctx.now()))
+        kwargs = {"failures": failures}
+        raise self.retry(args=[job_id], kwargs=kwargs, countdown=exc.retry_after) from None
+    except (TransientError, AuthenticationError) as exc:
+        # A session refused again right after a new login is passing too: nothing was done.
+        if failures >= ctx.settings.submit_max_retries:
             persist(partial(submission.reject, job_id=job_id, error=exc, now=ctx.now()))
             return
         persist(partial(submission.defer, job_id=job_id, error=exc, now=ctx.now()))
-        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+        kwargs = {"failures": failures + 1}
+        raise self.retry(args=[job_id], kwargs=kwargs, countdown=backoff(failures)) from None
     except UpstreamError as exc:
         persist(partial(submission.mark_unknown, job_id=job_id, error=exc, now=ctx.now()))
         log.warning("job %s: submission outcome unknown (%s)", claim.public_id, exc.kind)
@@ -161,6 +237,63 @@ def submit_job(self: Task, job_id: int) -> None:
             session, job_id, report, now=ctx.now(), recheck_after=ctx.settings.recheck_after
         )
     )
+
+
+def pause_submissions(job_id: int, error: CredentialsRefused) -> None:
+    """The credentials are refused: pause every submission, and this job waits with them."""
+    ctx = context()
+    reason = {key: value for key, value in error.as_record().items() if key != "at"}
+    paused = False
+
+    def write(session: Session) -> None:
+        nonlocal paused
+        now = ctx.now()
+        paused = upstream_state.pause(
+            session, reason, now=now, first_probe=ctx.settings.credentials_probe_interval
+        )
+        submission.wait_for_credentials(session, job_id, reason, now=now)
+
+    persist(write)
+    if paused:
+        # One line and one count per change of state, however many jobs meet the refusal.
+        log.warning(
+            "upstream refuses the credentials (%s): submissions paused until a probe succeeds",
+            error.exception or error.kind,
+        )
+        metrics.UPSTREAM_PAUSES.labels(state="paused").inc()
+        ctx.enqueuer.send_later(PROBE_UPSTREAM, ctx.settings.credentials_probe_interval)
+
+
+@shared_task(name=PROBE_UPSTREAM, base=DatabaseRetryingTask)
+def probe_upstream() -> str:
+    """While submissions are paused: one worker logs in; accepted, every waiting job goes."""
+    ctx = context()
+    with ctx.db.transaction() as session:
+        if not upstream_state.take_probe(session, now=ctx.now()):
+            return "not_due"
+    try:
+        ctx.client.login()
+    except UpstreamError as exc:
+        with ctx.db.transaction() as session:
+            next_at = upstream_state.probe_failed(
+                session,
+                now=ctx.now(),
+                base=ctx.settings.credentials_probe_interval,
+                cap=ctx.settings.credentials_probe_max_interval,
+            )
+        log.debug("upstream probe refused (%s); next at %s", exc.kind, next_at)
+        if next_at is not None:
+            ctx.enqueuer.send_later(PROBE_UPSTREAM, (next_at - ctx.now()).total_seconds())
+        return "refused"
+    with ctx.db.transaction() as session:
+        resumed = upstream_state.resume(session)
+        waiting = submission.queued_jobs(session, limit=RESUME_BATCH) if resumed else []
+    if resumed:
+        log.warning("upstream accepts the credentials again: %d waiting jobs resume", len(waiting))
+        metrics.UPSTREAM_PAUSES.labels(state="resumed").inc()
+        for waiting_id in waiting:
+            ctx.enqueuer.send(SUBMIT_JOB, waiting_id)
+    return "accepted"
 
 
 @shared_task(name=REFRESH_JOB, bind=True, base=DatabaseRetryingTask)
@@ -174,8 +307,8 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
         return
     try:
         report = kind.poll(ctx.client, reference)
-    except (TransientError, OutcomeUnknown) as exc:
-        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+    except RETRY_LATER as exc:
+        raise retry_later(self, exc) from None
 
     def record(session: Session) -> None:
         job = jobs.lock_job(session, job_id=job_id)
@@ -207,9 +340,9 @@ def enrich_job(self: Task, job_id: int) -> None:
         for item_id, item_uuid in pending:
             width, height, media_type = kind.media_data(ctx.client, item_uuid)
             found.append(dict(id=item_id, width=width, height=height, media_type=media_type))
-    except (TransientError, OutcomeUnknown, ValidationError) as exc:
+    except (*RETRY_LATER, ValidationError, NotFound) as exc:
         # Media data may lag behind completion: a validation answer is retried too.
-        raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
+        raise retry_later(self, exc) from None
     finally:
         # What was learned is kept, even when the rest must wait: one statement for all.
         if found:
@@ -225,6 +358,12 @@ def reconcile() -> dict[str, int]:
         plan = plan_reconciliation(
             session, now=ctx.now(), schedule=Schedule.from_settings(ctx.settings)
         )
+        pause = upstream_state.current_pause(session)
+    if pause is not None:
+        # Waiting jobs go when a probe is accepted; a probe whose task was lost is sent again.
+        plan.submit = []
+        if pause.next_probe_at is not None and pause.next_probe_at <= ctx.now():
+            ctx.enqueuer.send(PROBE_UPSTREAM)
     for job_id in plan.submit:
         ctx.enqueuer.send(SUBMIT_JOB, job_id)
     for job_id in plan.poll:

@@ -120,13 +120,16 @@ def request_params() -> dict[str, str]:
 
 def run_command(runtime: SandboxRuntime, params: dict[str, str], public_url: str) -> dict[str, Any]:
     """Answer one API call with the success fields, or raise ApiError."""
-    transient = runtime.state.transient_failure()
-    if transient is not None:
-        raise transient
+    refused = runtime.state.over_rate() or runtime.state.transient_failure()
+    if refused is not None:
+        raise refused
     runtime.state.check_api_key(params.get("dp_apikey", ""))
-    handler = COMMANDS.get(params.get("dp_command", ""))
+    command = params.get("dp_command", "")
+    handler = COMMANDS.get(command)
     if handler is None:
-        raise validation_error("Unknown command")
+        raise ApiError(
+            "undefined_command", f"Unknown command {command[:50]!r}" if command else None
+        )
     return handler(ApiCall(runtime, params, public_url))
 
 
@@ -136,13 +139,13 @@ def api() -> Response:
         params = request_params()
     except ApiError as error:
         runtime.state.record_call(request.args.get("dp_command", ""))
-        return jsonify(failure_envelope(error))
+        return jsonify(failure_envelope(error, runtime.state.knobs_copy().error_names))
     runtime.state.record_call(params.get("dp_command", ""))
     public_url = runtime.public_url or request.host_url.rstrip("/")
     try:
         fields = run_command(runtime, params, public_url)
     except ApiError as error:
-        return jsonify(failure_envelope(error))
+        return jsonify(failure_envelope(error, runtime.state.knobs_copy().error_names))
     return jsonify(success_envelope(fields))
 
 

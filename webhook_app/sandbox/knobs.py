@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .protocol import ERROR_STYLES
+
 CALLBACK_FORMATS = ("json-envelope", "json-bare", "form-envelope", "form-bare")
 
 _FLOAT_KNOBS = frozenset(
@@ -19,12 +21,13 @@ _FLOAT_KNOBS = frozenset(
         "hang_rate",
         "hang_seconds",
         "preview_ttl",
+        "rate_limit",
     }
 )
 _RATE_KNOBS = frozenset({"drop_rate", "failure_rate", "hang_rate"})
 _INT_KNOBS = frozenset({"duplicates", "callback_retries"})
-_BOOL_KNOBS = frozenset({"reverse"})
-_STR_KNOBS = frozenset({"callback_format"})
+_BOOL_KNOBS = frozenset({"reverse", "refuse_login"})
+_STR_KNOBS = frozenset({"callback_format", "error_names"})
 _OPTIONAL_STR_KNOBS = frozenset({"api_key"})
 _OPTIONAL_INT_KNOBS = frozenset({"seed"})
 
@@ -51,6 +54,12 @@ class SandboxKnobs:
     seed: int | None = None
     # Seconds a preview URL answers after the preview stage; 0 keeps previews forever.
     preview_ttl: float = 0.0
+    # Calls answered per second (a sliding second); those above are rate limited. 0: no limit.
+    rate_limit: float = 0.0
+    # How failures are named: "sdk" (the API's own exception names) or "plain".
+    error_names: str = "sdk"
+    # Refuse every login as an unknown account (the API key stays accepted).
+    refuse_login: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The knobs as a JSON-ready mapping."""
@@ -80,6 +89,8 @@ def validate_knobs(knobs: SandboxKnobs) -> None:
         raise KnobError("duplicates", "must be at least 1")
     if knobs.callback_retries < 0:
         raise KnobError("callback_retries", "must not be negative")
+    if knobs.error_names not in ERROR_STYLES:
+        raise KnobError("error_names", f"must be one of {', '.join(ERROR_STYLES)}")
     if knobs.callback_format not in CALLBACK_FORMATS:
         raise KnobError("callback_format", f"must be one of {', '.join(CALLBACK_FORMATS)}")
 

@@ -11,35 +11,83 @@ ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9"
 MEDIUMS = ("art", "photography")
 FAIL_MARKER = "[sandbox:fail]"
 REJECT_MARKER = "[sandbox:reject]"
+NOT_ALLOWED_MARKER = "[sandbox:not-allowed]"
+
+
+# How each failure is named on the wire. "sdk": the names the API answers with, as the
+# official PHP SDK knows them (a refused session, key and value are all errorcode 403;
+# internal errors and missing items are errorcode 0). "plain": generic names some compatible
+# servers use. A message of None is the one the failure was raised with.
+ERROR_NAMES: dict[str, dict[str, tuple[int, str | None, str]]] = {
+    "sdk": {
+        "session": (403, "Session ID invalid or session is expired", "EAPI\\EIllegalSession"),
+        "api_key": (
+            403,
+            "The API key is illegal, use correct characters and API key length",
+            "EAPI\\EIllegalApiKey",
+        ),
+        "login": (404, "This login does not exist. Please try again.", "EUser\\Authentication"),
+        "invalid_param": (400, None, "EApi\\EInvalidParam"),
+        "value_not_allowed": (403, None, "EAPI\\EValueNotAllowed"),
+        "undefined_command": (400, "dp_command should be specified", "EAPI\\EUndefinedCommand"),
+        "not_found": (0, None, "NotFoundItemException"),
+        "internal": (0, "Internal error", "EApi\\EInternalError"),
+        "unavailable": (503, "Service temporarily unavailable", "ServiceUnavailableError"),
+        "rate_limited": (429, "Too many requests", "TooManyRequestsError"),
+    },
+    "plain": {
+        "session": (403, "Session ID invalid or session is expired", "AuthenticationError"),
+        "api_key": (401, "Invalid API key", "AuthenticationError"),
+        "login": (401, "Invalid login or password", "AuthenticationError"),
+        "invalid_param": (400, None, "ValidationError"),
+        "value_not_allowed": (400, None, "ValidationError"),
+        "undefined_command": (400, "Unknown command", "ValidationError"),
+        "not_found": (400, None, "ValidationError"),
+        "internal": (503, "Service temporarily unavailable", "ServiceUnavailableError"),
+        "unavailable": (503, "Service temporarily unavailable", "ServiceUnavailableError"),
+        "rate_limited": (429, "Too many requests", "TooManyRequestsError"),
+    },
+}
+ERROR_STYLES = tuple(ERROR_NAMES)
 
 
 class ApiError(Exception):
-    """A failure answered inside the envelope (the HTTP status stays 200)."""
+    """A failure answered inside the envelope (the HTTP status stays 200); `failure` is one
+    of the keys of ERROR_NAMES, named on the wire by the sandbox's `error_names` knob."""
 
-    def __init__(self, errorcode: int, errormsg: str, exception: str) -> None:
-        super().__init__(errormsg)
-        self.errorcode = errorcode
+    def __init__(self, failure: str, errormsg: str | None = None) -> None:
+        super().__init__(errormsg or failure)
+        self.failure = failure
         self.errormsg = errormsg
-        self.exception = exception
+
+    def wire(self, style: str) -> tuple[int, str, str]:
+        """errorcode, errormsg and exception as `style` names them."""
+        errorcode, default_message, exception = ERROR_NAMES[style][self.failure]
+        return errorcode, self.errormsg or default_message or self.failure, exception
 
 
 def invalid_api_key() -> ApiError:
-    return ApiError(401, "Invalid API key", "AuthenticationError")
+    return ApiError("api_key")
 
 
 def invalid_session() -> ApiError:
-    return ApiError(403, "Session ID invalid or session is expired", "AuthenticationError")
+    return ApiError("session")
 
 
 def validation_error(message: str) -> ApiError:
-    return ApiError(400, message, "ValidationError")
+    return ApiError("invalid_param", message)
+
+
+def value_not_allowed(message: str) -> ApiError:
+    return ApiError("value_not_allowed", message)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError("not_found", message)
 
 
 # Alternated so a client sees both transient shapes early in a run.
-TRANSIENT_ERRORS = (
-    (503, "Service temporarily unavailable", "ServiceUnavailableError"),
-    (429, "Too many requests", "TooManyRequestsError"),
-)
+TRANSIENT_ERRORS = ("internal", "unavailable")
 
 
 def timestamp(now: float | None = None) -> str:
@@ -52,16 +100,13 @@ def success_envelope(fields: dict[str, Any]) -> dict[str, Any]:
     return {"timestamp": timestamp(), "version": API_VERSION, "type": "success", **fields}
 
 
-def failure_envelope(error: ApiError) -> dict[str, Any]:
+def failure_envelope(error: ApiError, style: str = "sdk") -> dict[str, Any]:
+    errorcode, errormsg, exception = error.wire(style)
     return {
         "timestamp": timestamp(),
         "version": API_VERSION,
         "type": "failure",
-        "error": {
-            "errorcode": error.errorcode,
-            "errormsg": error.errormsg,
-            "exception": error.exception,
-        },
+        "error": {"errorcode": errorcode, "errormsg": errormsg, "exception": exception},
     }
 
 
@@ -91,3 +136,5 @@ def check_generate_params(
         raise validation_error("Parameter dp_callback_url must be an http(s) URL")
     if REJECT_MARKER in prompt:
         raise validation_error("Parameter dp_prompt was refused by content moderation")
+    if NOT_ALLOWED_MARKER in prompt:
+        raise value_not_allowed("The value of dp_prompt is not allowed")

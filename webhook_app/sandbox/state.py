@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,6 +25,7 @@ from .protocol import (
     image_size,
     invalid_api_key,
     invalid_session,
+    not_found,
     validation_error,
 )
 
@@ -130,6 +131,7 @@ class _Counters:
     callbacks: Counter[str] = dataclasses.field(default_factory=Counter)
     sessions_issued: int = 0
     expired_rejections: int = 0
+    rate_limited: int = 0
 
 
 class SandboxState:
@@ -154,6 +156,7 @@ class SandboxState:
         self._items: dict[str, tuple[Generation, Item]] = {}
         self._counters = _Counters()
         self._transient_turn = 0
+        self._recent_calls: deque[float] = deque()
         # Never reset, so item ids stay unique for a client that keeps its database across resets.
         self._next_item_id = FIRST_ITEM_ID
 
@@ -187,9 +190,24 @@ class SandboxState:
         with self._lock:
             if not self._rng.random() < self.knobs.failure_rate:
                 return None
-            errorcode, errormsg, exception = TRANSIENT_ERRORS[self._transient_turn]
+            failure = TRANSIENT_ERRORS[self._transient_turn]
             self._transient_turn = (self._transient_turn + 1) % len(TRANSIENT_ERRORS)
-            return ApiError(errorcode, errormsg, exception)
+            return ApiError(failure)
+
+    def over_rate(self) -> ApiError | None:
+        """Per `rate_limit`, a rate-limited answer for a call above that many in a second."""
+        with self._lock:
+            limit = self.knobs.rate_limit
+            if not limit:
+                return None
+            now = self.clock()
+            while self._recent_calls and self._recent_calls[0] <= now - 1.0:
+                self._recent_calls.popleft()
+            if len(self._recent_calls) >= limit:
+                self._counters.rate_limited += 1
+                return ApiError("rate_limited")
+            self._recent_calls.append(now)
+            return None
 
     def check_api_key(self, api_key: str) -> None:
         with self._lock:
@@ -205,6 +223,8 @@ class SandboxState:
             raise validation_error("Parameter dp_login_user is required")
         if not password:
             raise validation_error("Parameter dp_login_password is required")
+        if self.knobs_copy().refuse_login:
+            raise ApiError("login")
         session_id = secrets.token_hex(16)
         with self._lock:
             expires_at = self.clock() + self.knobs.session_ttl
@@ -270,14 +290,14 @@ class SandboxState:
     def current_snapshot(self, generation_uuid: str) -> dict[str, Any]:
         generation = self.generation(generation_uuid)
         if generation is None:
-            raise validation_error("Parameter dp_uuid does not name a known generation")
+            raise not_found("Item does not exists")
         return generation.snapshot(generation.stage_at(self.clock()))
 
     def media_data(self, item_uuid: str) -> dict[str, Any]:
         with self._lock:
             found = self._items.get(item_uuid)
         if found is None:
-            raise validation_error("Parameter dp_uuid does not name a known item")
+            raise not_found("Item does not exists")
         generation, item = found
         if not generation.view(generation.stage_at(self.clock())).shows_item_id:
             raise validation_error("Media data not ready")
@@ -330,6 +350,7 @@ class SandboxState:
                     "issued": counters.sessions_issued,
                     "expired_rejections": counters.expired_rejections,
                 },
+                "rate_limited": counters.rate_limited,
             }
 
     def list_generations(self) -> list[dict[str, Any]]:
@@ -354,6 +375,7 @@ class SandboxState:
             self._items.clear()
             self._counters = _Counters()
             self._transient_turn = 0
+            self._recent_calls.clear()
             self._rng.seed(self.knobs.seed)
 
     def expire_sessions(self) -> None:

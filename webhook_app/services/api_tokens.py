@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -25,6 +26,20 @@ MAX_NAME = 100
 MAX_TOKEN = 200
 
 
+@dataclass(frozen=True)
+class Holder:
+    """Who presented a valid token: an API_TOKENS entry (no id), or a token made by the CLI."""
+
+    scope: str
+    token_id: int | None = None
+    name: str | None = None
+    daily_limit: int | None = None
+
+    @classmethod
+    def of(cls, row: ApiToken) -> Holder:
+        return cls(row.scope, row.id, row.name, row.daily_limit)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -34,15 +49,25 @@ def grants(scope: str | None, needed: str) -> bool:
     return scope == WRITE or (scope == READ and needed == READ)
 
 
-def create_token(session: Session, *, name: str, scope: str, now: datetime) -> tuple[ApiToken, str]:
+def create_token(
+    session: Session, *, name: str, scope: str, now: datetime, daily_limit: int | None = None
+) -> tuple[ApiToken, str]:
     """Store a new token's hash; the token itself is returned once and never again."""
+    if daily_limit is not None and daily_limit < 0:
+        raise ValueError("daily limit must not be negative")
     name = name.strip()
     if not 0 < len(name) <= MAX_NAME or not name.isprintable():
         raise ValueError(f"name must be 1 to {MAX_NAME} printable characters")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
     token = PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(name=name, scope=scope, token_hash=hash_token(token), created_at=now)
+    row = ApiToken(
+        name=name,
+        scope=scope,
+        token_hash=hash_token(token),
+        created_at=now,
+        daily_limit=daily_limit,
+    )
     session.add(row)
     session.flush()
     return row, token

@@ -20,6 +20,7 @@ from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.models import Delivery, Event, Job, JobItem, utcnow
 from webhook_app.queue import SUBMIT_JOB
+from webhook_app.services import budgets as budgets_service
 from webhook_app.services import views
 from webhook_app.states import JobStatus
 
@@ -115,8 +116,12 @@ def create_job(
     deadline: timedelta,
     idempotency_key: str | None = None,
     source: str = "api",
+    budgets: Sequence[budgets_service.Budget] = (),
 ) -> tuple[Job, bool]:
-    """Insert a queued job, or return the one this idempotency key already made."""
+    """Insert a queued job, or return the one this idempotency key already made.
+
+    A new job is counted against `budgets` (BudgetExceeded when one is used up); a replay is not.
+    """
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
         raise InvalidRequest("Idempotency-Key", "must be 1 to 200 characters")
     if idempotency_key is not None and "\x00" in idempotency_key:
@@ -135,12 +140,21 @@ def create_job(
         polls=0,
     )
     if idempotency_key is None:
+        budgets_service.charge(session, budgets, now=now)
         session.add(job)
         session.flush()
         return _created(session, job, now, source), True
+    existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
+    if existing is not None:
+        # A replay is answered without counting, even once the budget is used up.
+        if not request.matches(existing):
+            raise IdempotencyConflict(idempotency_key)
+        return existing, False
     try:
-        # The unique key settles a race between two requests with the same key.
+        # The unique key settles a race between two requests with the same key; what was
+        # counted for the loser is rolled back with its savepoint.
         with session.begin_nested():
+            budgets_service.charge(session, budgets, now=now)
             session.add(job)
             session.flush()
     except IntegrityError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 from webhook_app.db import after_commit
 from webhook_app.models import Job
 from webhook_app.queue import REFRESH_JOB
+from webhook_app.services.budgets import Budget
 from webhook_app.services.jobs import JobRequest, create_job, lock_job
 from webhook_app.services.progress import move, record_event
 from webhook_app.services.submission import RETRY, UNKNOWN
@@ -40,15 +42,25 @@ def refresh(session: Session, public_id: str, *, now: datetime) -> Job:
     return job
 
 
-def retry(session: Session, public_id: str, *, now: datetime, deadline: timedelta) -> Job:
-    """Submit the same request again as a new job linked to this one."""
+def retry(
+    session: Session,
+    public_id: str,
+    *,
+    now: datetime,
+    deadline: timedelta,
+    budgets: Sequence[Budget] = (),
+) -> Job:
+    """Submit the same request again as a new job linked to this one (a new generation, so
+    it counts against the budgets)."""
     job = lock_job(session, public_id=public_id)
     if job is None:
         raise LookupError(public_id)
     if job.status not in RETRYABLE:
         raise NotAllowed(f"only failed or timed-out jobs can be retried, this one is {job.status}")
     request = JobRequest(job.prompt, job.aspect_ratio, job.medium, job.meta)
-    new_job, _ = create_job(session, request, now=now, deadline=deadline, source=SOURCE)
+    new_job, _ = create_job(
+        session, request, now=now, deadline=deadline, source=SOURCE, budgets=budgets
+    )
     new_job.retry_of_id = job.id
     _note(session, job, now, {"action": "retry", "retried_as": new_job.public_id})
     return new_job

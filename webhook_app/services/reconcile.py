@@ -85,13 +85,16 @@ def plan_reconciliation(session: Session, *, now: datetime, schedule: Schedule) 
         job.updated_at = now
         plan.unknown += 1
 
+    lost_since = now - schedule.resubmit_queued_after
     plan.submit = list(
         session.scalars(
             select(Job.id)
             .where(
                 (Job.status == JobStatus.QUEUED.value)
                 | ((Job.status == JobStatus.SUBMITTING.value) & (Job.submission == RETRY)),
-                Job.updated_at <= now - schedule.resubmit_queued_after,
+                Job.updated_at <= lost_since,
+                # A queued job waiting for its slot in the pace has a task for it already.
+                Job.next_check_at.is_(None) | (Job.next_check_at <= lost_since),
             )
             .order_by(Job.id)
             .limit(BATCH)

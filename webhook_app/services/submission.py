@@ -4,6 +4,9 @@ A worker first claims the job in its own committed transaction (queued -> submit
 submission `in_flight`), then calls the upstream, then records the answer. Whoever finds the
 job already claimed does nothing, so a redelivered task cannot submit twice. A claim whose
 answer never came is marked `unknown` and is left for its callback or an operator.
+
+While the upstream refuses the credentials, jobs wait `queued` and say why; a claim whose
+call was refused for that reason is given back (nothing was done upstream).
 """
 
 from __future__ import annotations
@@ -11,17 +14,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from webhook_app.models import Job, UpstreamState
 from webhook_app.reports import Report
 from webhook_app.services.jobs import NOT_ENQUEUED, lock_job
-from webhook_app.services.progress import Applied, apply_report, move
+from webhook_app.services.progress import Applied, apply_report, move, record_event
+from webhook_app.services.upstream_state import NAME, ensure_row
 from webhook_app.states import JobStatus
 from webhook_app.upstream import UpstreamError
 
 IN_FLIGHT = "in_flight"
 RETRY = "retry"
 UNKNOWN = "unknown"
+CREDENTIALS_REFUSED = "credentials_refused"
+# Generations the upstream is working on for us.
+_UPSTREAM_BUSY = (JobStatus.SUBMITTING.value, JobStatus.SUBMITTED.value, JobStatus.PROCESSING.value)
+
+
+class InFlightLimit(Exception):
+    """UPSTREAM_MAX_IN_FLIGHT generations are under way: the job stays queued for now."""
+
+
+def waiting_reason(pause_reason: dict[str, object], now: datetime) -> dict[str, object]:
+    """What a job waiting for the credentials says in its last error."""
+    return {
+        "kind": CREDENTIALS_REFUSED,
+        "code": pause_reason.get("code"),
+        "exception": pause_reason.get("exception"),
+        "message": "waiting: the upstream refuses the API key or the login; submissions resume "
+        "by themselves once it accepts them again",
+        "at": now.isoformat(),
+    }
 
 
 @dataclass(frozen=True)
@@ -34,8 +59,22 @@ class Claim:
     attempt: int
 
 
-def claim(session: Session, job_id: int, *, now: datetime) -> Claim | None:
-    """Take the job for one submission attempt, or None if it is not ours to submit."""
+def claim(session: Session, job_id: int, *, now: datetime, max_in_flight: int = 0) -> Claim | None:
+    """Take the job for one submission attempt, or None if it is not ours to submit.
+
+    With `max_in_flight`, raises InFlightLimit while that many generations are under way.
+    """
+    if max_in_flight:
+        # Claims take turns on the upstream's row, so the count cannot be overtaken.
+        ensure_row(session)
+        session.execute(
+            select(UpstreamState.name).where(UpstreamState.name == NAME).with_for_update()
+        )
+        busy = session.scalar(
+            select(func.count()).select_from(Job).where(Job.status.in_(_UPSTREAM_BUSY))
+        )
+        if (busy or 0) >= max_in_flight:
+            raise InFlightLimit(busy)
     job = lock_job(session, job_id=job_id)
     if job is None:
         return None
@@ -95,3 +134,62 @@ def mark_unknown(session: Session, job_id: int, error: UpstreamError, *, now: da
     job.last_error = error.as_record()
     job.submission = UNKNOWN
     job.updated_at = now
+
+
+def wait_for_credentials(
+    session: Session, job_id: int, pause_reason: dict[str, object], *, now: datetime
+) -> None:
+    """The job waits `queued` while submissions are paused, and says why.
+
+    A claim whose call was refused (or that waits for a retry) is given back: nothing was
+    done upstream.
+    """
+    job = lock_job(session, job_id=job_id)
+    if job is None:
+        return
+    if job.status == JobStatus.SUBMITTING and job.submission in (IN_FLIGHT, RETRY):
+        record_event(
+            session,
+            job,
+            now,
+            "submit",
+            to_status=JobStatus.QUEUED.value,
+            detail={"reason": CREDENTIALS_REFUSED},
+        )
+        job.status = JobStatus.QUEUED.value
+        job.submission = None
+    elif job.status != JobStatus.QUEUED:
+        return
+    elif (job.last_error or {}).get("kind") == CREDENTIALS_REFUSED:
+        return  # it says so already: no write per look
+    job.last_error = waiting_reason(pause_reason, now)
+    job.updated_at = now
+
+
+def queued_jobs(session: Session, *, limit: int) -> list[int]:
+    """Jobs waiting to be submitted, oldest first."""
+    return list(
+        session.scalars(
+            select(Job.id).where(Job.status == JobStatus.QUEUED.value).order_by(Job.id).limit(limit)
+        )
+    )
+
+
+def claimable(session: Session, job_id: int) -> bool:
+    """Whether a submission task has anything to do for this job (a read, no lock)."""
+    row = session.execute(select(Job.status, Job.submission).where(Job.id == job_id)).first()
+    return row is not None and (
+        row.status == JobStatus.QUEUED
+        or (row.status == JobStatus.SUBMITTING and row.submission == RETRY)
+    )
+
+
+def scheduled(session: Session, job_id: int, *, at: datetime) -> None:
+    """The job's submission waits for a slot in the pace at `at`: until then reconciliation
+    does not take it for lost."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+        .values(next_check_at=at)
+        .execution_options(synchronize_session=False)
+    )

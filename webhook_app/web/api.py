@@ -13,11 +13,12 @@ from flask import Blueprint, current_app, jsonify, request
 from webhook_app.app import error_body, services
 from webhook_app.models import Job, is_public_id, utcnow
 from webhook_app.payloads import PayloadError, parse_json
-from webhook_app.services import jobs, operator, views
+from webhook_app.services import budgets, jobs, operator, views
 from webhook_app.states import JobStatus
 from webhook_app.web import waiting
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
 from webhook_app.web.serialize import delivery_json, event_json, job_json
+from webhook_app.web.usage import request_budgets
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 # A bad query parameter or header is a 400; a bad field of a job request a 422.
@@ -74,8 +75,12 @@ def create_job() -> Any:
                 now=utcnow(),
                 deadline=svc.settings.deadline,
                 idempotency_key=key,
+                budgets=request_budgets(),
             )
             body = job_json(views.view_of(job))
+    except budgets.BudgetExceeded as exc:
+        retry_after = str(exc.seconds_left(utcnow()))
+        return jsonify({"error": exc.as_error()}), 429, {"Retry-After": retry_after}
     except jobs.IdempotencyConflict:
         message = "was already used for a different request"
         return jsonify(error_body("idempotency_conflict", f"Idempotency-Key {message}")), 409
@@ -195,6 +200,9 @@ def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> 
         return not_found
     except operator.NotAllowed as exc:
         return jsonify(error_body("not_allowed", str(exc))), 409
+    except budgets.BudgetExceeded as exc:
+        retry_after = str(exc.seconds_left(utcnow()))
+        return jsonify({"error": exc.as_error()}), 429, {"Retry-After": retry_after}
     return jsonify(body), 202, {"Location": body["links"]["self"]}
 
 
@@ -209,7 +217,9 @@ def refresh_job(job_id: str) -> Any:
 @requires_scope(WRITE)
 def retry_job(job_id: str) -> Any:
     """Submit a failed or timed-out job's request again (202 with the new job)."""
-    return _operator_action(operator.retry, job_id, deadline=services().settings.deadline)
+    return _operator_action(
+        operator.retry, job_id, deadline=services().settings.deadline, budgets=request_budgets()
+    )
 
 
 @blueprint.post("/jobs/<job_id>/cancel")

@@ -25,27 +25,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 CHALLENGE = 'Bearer realm="webhook_app"'
 
 
-def _scope_of(token: str) -> str | None:
+def _identify(token: str) -> api_tokens.Holder | None:
     svc = services()
     if matches_any(svc.settings.api_tokens, token):
-        return WRITE
+        return api_tokens.Holder(WRITE)
     if not token.startswith(api_tokens.PREFIX):
         return None
     with svc.db.read() as session:
         found = api_tokens.find_active(session, token)
-        return found.scope if found else None
+        return api_tokens.Holder.of(found) if found else None
 
 
 def authenticate() -> Any:
     """A before_request hook: None when the bearer token is known, else the 401 answer."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
-    scope = _scope_of(token) if scheme.lower() == "bearer" and token else None
-    if scope is None:
+    holder = _identify(token) if scheme.lower() == "bearer" and token else None
+    if holder is None:
         refuse(API_UNAUTHENTICATED, request.remote_addr)
         body = error_body("unauthorized", "a valid bearer token is required")
         return jsonify(body), 401, {"WWW-Authenticate": CHALLENGE}
-    g.token_scope = scope
+    g.token_scope = holder.scope
+    g.token = holder
     return None
 
 

@@ -182,6 +182,8 @@ def jobs() -> Any:
     cursor = request.args.get("cursor") or None
     page = _api("GET", "/api/v1/jobs", query={**filters, "cursor": cursor, "limit": PAGE_SIZE})
     stats = _api("GET", "/api/v1/stats", query={"q": filters["q"]})
+    usage = _api("GET", "/api/v1/usage")
+    upstream = _api("GET", "/api/v1/upstream")
     if not page.ok:
         flash(page.message, "error")
     listed = page.body["jobs"] if page.ok else []
@@ -196,6 +198,8 @@ def jobs() -> Any:
         "running": any(job["status"] in RUNNING for job in listed),
         # The first page also looks for new jobs now and then; later pages only while running.
         "idle_refresh": cursor is None,
+        "usage": usage.body if usage.ok else None,
+        "upstream": upstream.body if upstream.ok else None,
     }
     template = "dashboard/_jobs.html" if request.args.get("partial") else "dashboard/jobs.html"
     return render_template(template, **context)

@@ -11,6 +11,7 @@ from webhook_app.app import services
 from webhook_app.models import utcnow
 from webhook_app.queue import describe_broker
 from webhook_app.services import heartbeats
+from webhook_app.services.upstream_state import current_pause
 
 blueprint = Blueprint("health", __name__)
 
@@ -24,8 +25,9 @@ def healthz() -> Any:
 def readyz() -> Any:
     """Ready when the database answers and the broker accepts a connection.
 
-    What the workers report is told too, but never takes this process out of rotation: the
-    web side can still take callbacks and answer queries while no worker runs.
+    What the workers and the upstream report is told too (`degraded`), but never takes this
+    process out of rotation: the web side can still take callbacks and answer queries while no
+    worker runs or submissions are paused, and they resume by themselves.
     """
     svc = services()
     checks: dict[str, str] = {}
@@ -40,7 +42,10 @@ def readyz() -> Any:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     checks["broker"] = svc.enqueuer.check()
     ready = all(value == "ok" for value in checks.values())
-    status = "unavailable" if not ready else "ready" if workers == "ok" else "degraded"
+    if checks["database"] == "ok":
+        checks["upstream"] = _upstream(svc)
+    degraded = workers != "ok" or checks.get("upstream", "ok") != "ok"
+    status = "unavailable" if not ready else "degraded" if degraded else "ready"
     body = {
         "status": status,
         "checks": checks,
@@ -48,3 +53,14 @@ def readyz() -> Any:
         "broker": describe_broker(svc.settings),
     }
     return jsonify(body), 200 if ready else 503
+
+
+def _upstream(svc: Any) -> str:
+    try:
+        with svc.db.read() as session:
+            pause = current_pause(session)
+    except Exception as exc:  # a missing table or a dropped connection must not fail readiness
+        return f"unknown: {type(exc).__name__}"
+    if pause is None:
+        return "ok"
+    return f"degraded: credentials refused since {pause.since.strftime('%Y-%m-%dT%H:%M:%SZ')}"

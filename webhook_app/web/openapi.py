@@ -63,6 +63,26 @@ SCHEMAS: dict[str, Any] = {
             )
         }
     ),
+    "BudgetError": obj(
+        {
+            "error": obj(
+                {
+                    "code": {"const": "budget_exceeded"},
+                    "message": {"type": "string"},
+                    "budget": {"enum": ["deployment", "token"]},
+                    "limit": {"type": "integer"},
+                    "resets_at": TIME,
+                }
+            )
+        }
+    ),
+    "BudgetUsage": obj(
+        {
+            "used": {"type": "integer", "minimum": 0},
+            "limit": NULLABLE_INT,
+            "remaining": NULLABLE_INT,
+        }
+    ),
     "JobRequest": obj(
         {
             "prompt": {
@@ -277,6 +297,12 @@ RESPONSES = {
         "the database is unreachable; nothing was done, retry later",
         headers={"Retry-After": {"schema": {"type": "string"}}},
     ),
+    "OverBudget": json_body(
+        ref("BudgetError"),
+        "a daily budget of generations is used up: nothing was created or sent; "
+        "`budget` names it and `resets_at` says when it resets (UTC midnight)",
+        headers={"Retry-After": {"schema": {"type": "string"}, "required": True}},
+    ),
 }
 
 JOB_ID = {
@@ -318,7 +344,7 @@ WRITE = {**READ, "403": answer("Forbidden")}
 ONE_JOB = {**READ, "404": answer("NotFound")}
 
 
-def job_action(summary: str, conflict: str) -> dict[str, Any]:
+def job_action(summary: str, conflict: str, **responses: Any) -> dict[str, Any]:
     """An operator action on one job: accepted (202) or refused in the job's state (409)."""
     return {
         "summary": summary,
@@ -331,6 +357,7 @@ def job_action(summary: str, conflict: str) -> dict[str, Any]:
             ),
             "409": _error(conflict),
             "403": answer("Forbidden"),
+            **responses,
             **ONE_JOB,
         },
     }
@@ -366,7 +393,58 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "409": _error("the Idempotency-Key was used for a different request"),
             "413": answer("TooLarge"),
             "422": _error("a field of the request is invalid; `field` names it"),
+            "429": answer("OverBudget"),
             **WRITE,
+        },
+    },
+    ("/api/v1/usage", "get"): {
+        "operationId": "usage",
+        "summary": "Generations counted today against the daily budgets, and their limits",
+        "responses": {
+            "200": json_body(
+                obj(
+                    {
+                        "day": {"type": "string", "format": "date"},
+                        "resets_at": TIME,
+                        "deployment": ref("BudgetUsage"),
+                        "token": {
+                            "oneOf": [
+                                {"type": "null"},
+                                {
+                                    **ref("BudgetUsage"),
+                                    "description": "the calling token's own budget (tokens "
+                                    "made with `webhook-app tokens create`), with its id and name",
+                                },
+                            ]
+                        },
+                    }
+                ),
+                "usage today (UTC); `limit` null means no limit",
+            ),
+            **READ,
+        },
+    },
+    ("/api/v1/upstream", "get"): {
+        "operationId": "upstreamState",
+        "summary": "Whether submissions are paused because the upstream refuses the credentials",
+        "responses": {
+            "200": json_body(
+                obj(
+                    {
+                        "paused": {"type": "boolean"},
+                        "since": NULLABLE_TIME,
+                        "reason": {
+                            **ref("LastError"),
+                            "description": "the refusal that paused submissions",
+                        },
+                        "next_probe_at": NULLABLE_TIME,
+                        "probes_failed": {"type": "integer"},
+                    },
+                    "probes_failed",
+                ),
+                "while paused, jobs wait `queued` and a probe logs in again now and then",
+            ),
+            **READ,
         },
     },
     ("/api/v1/jobs", "get"): {
@@ -448,7 +526,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/api/v1/jobs/{job_id}/retry", "post"): {
         "operationId": "retryJob",
-        **job_action("Submit a failed or timed-out job again", "the job cannot be retried now"),
+        **job_action(
+            "Submit a failed or timed-out job again",
+            "the job cannot be retried now",
+            **{"429": answer("OverBudget")},
+        ),
     },
     ("/api/v1/jobs/{job_id}/cancel", "post"): {
         "operationId": "cancelJob",
@@ -620,7 +702,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/readyz", "get"): {
         "operationId": "readyz",
-        "summary": "The database and the broker answer; what the workers report",
+        "summary": "The database and the broker answer; the workers and the upstream are reported",
         "security": [],
         "responses": {
             status: json_body(

@@ -1,0 +1,195 @@
+"""Daily generation budgets on a real database: counted at creation, race-free, and refused
+over the limit with 429 (nothing created, nothing sent)."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tests.conftest import RecordingEnqueuer
+from webhook_app.db import Database
+from webhook_app.models import Job, utcnow
+from webhook_app.services import budgets
+from webhook_app.services.api_tokens import create_token
+from webhook_app.services.jobs import JobRequest, create_job
+from webhook_app.settings import Settings
+
+NOW = datetime(2026, 3, 4, 22, 30, tzinfo=UTC)
+
+
+def fresh_budget(limit: int | None) -> budgets.Budget:
+    return budgets.Budget(f"test:{secrets.token_hex(6)}", limit, "a test budget")
+
+
+def test_a_budget_counts_up_to_its_limit_then_refuses(session: Session) -> None:
+    budget = fresh_budget(2)
+    budgets.charge(session, [budget], now=NOW)
+    budgets.charge(session, [budget], now=NOW)
+    with pytest.raises(budgets.BudgetExceeded) as refused:
+        budgets.charge(session, [budget], now=NOW)
+    assert refused.value.resets_at == datetime(2026, 3, 5, tzinfo=UTC)
+    assert refused.value.seconds_left(NOW) == 90 * 60
+    assert refused.value.as_error()["resets_at"] == "2026-03-05T00:00:00Z"
+    assert budgets.used_today(session, [budget.name], now=NOW) == {budget.name: 2}
+    # A new UTC day starts from nothing.
+    budgets.charge(session, [budget], now=NOW + timedelta(hours=2))
+    assert budgets.used_today(session, [budget.name], now=NOW + timedelta(hours=2)) == {
+        budget.name: 1
+    }
+
+
+def test_no_limit_counts_and_never_refuses(session: Session) -> None:
+    budget = fresh_budget(None)
+    for _ in range(5):
+        budgets.charge(session, [budget], now=NOW)
+    assert budgets.usage(session, [budget], now=NOW)[budget.name] == {
+        "used": 5,
+        "limit": None,
+        "remaining": None,
+    }
+
+
+def test_a_refused_job_is_not_created_and_its_other_budgets_are_not_counted(
+    session: Session,
+) -> None:
+    roomy, full = fresh_budget(10), fresh_budget(0)
+    before = session.scalar(select(func.count()).select_from(Job))
+    with pytest.raises(budgets.BudgetExceeded) as refused, session.begin_nested():
+        create_job(
+            session,
+            JobRequest("a fox"),
+            now=NOW,
+            deadline=timedelta(hours=1),
+            budgets=[roomy, full],
+        )
+    assert refused.value.budget == full
+    assert session.scalar(select(func.count()).select_from(Job)) == before
+    assert budgets.used_today(session, [roomy.name], now=NOW) == {roomy.name: 0}
+
+
+def test_an_idempotent_replay_is_not_counted_even_over_budget(session: Session) -> None:
+    budget = fresh_budget(1)
+    key = secrets.token_hex(8)
+    first, created = create_job(
+        session,
+        JobRequest("a fox"),
+        now=NOW,
+        deadline=timedelta(hours=1),
+        idempotency_key=key,
+        budgets=[budget],
+    )
+    again, created_again = create_job(
+        session,
+        JobRequest("a fox"),
+        now=NOW,
+        deadline=timedelta(hours=1),
+        idempotency_key=key,
+        budgets=[budget],
+    )
+    assert (created, created_again, again.id) == (True, False, first.id)
+    assert budgets.used_today(session, [budget.name], now=NOW) == {budget.name: 1}
+
+
+def test_web_processes_racing_for_the_last_generations_never_overspend(
+    database: Database,
+) -> None:
+    budget = fresh_budget(5)
+    granted: list[bool] = []
+    start = threading.Barrier(8)
+
+    def spend() -> None:
+        start.wait()
+        for _ in range(3):
+            try:
+                with database.transaction() as session:
+                    budgets.charge(session, [budget], now=utcnow())
+                granted.append(True)
+            except budgets.BudgetExceeded:
+                granted.append(False)
+
+    threads = [threading.Thread(target=spend) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted.count(True) == 5 and granted.count(False) == 19
+    with database.read() as session:
+        assert budgets.used_today(session, [budget.name], now=utcnow()) == {budget.name: 5}
+
+
+# --- through the HTTP API ------------------------------------------------------------------
+
+
+@pytest.fixture
+def budgeted(settings: Settings, database: Database) -> Any:
+    """An app whose deployment budget leaves room for exactly two more generations today."""
+    from webhook_app.app import create_app
+
+    with database.read() as session:
+        used = budgets.used_today(session, [budgets.DEPLOYMENT], now=utcnow())
+    enqueuer = RecordingEnqueuer()
+    app = create_app(
+        dataclasses.replace(settings, daily_generation_budget=used[budgets.DEPLOYMENT] + 2),
+        enqueuer=enqueuer,
+    )
+    yield app.test_client(), enqueuer
+    app.extensions["webhook_app"].db.dispose()
+
+
+def test_the_request_over_the_deployment_budget_gets_429_and_nothing_is_sent(
+    budgeted: Any, auth: dict[str, str], database: Database
+) -> None:
+    client, enqueuer = budgeted
+    made = [client.post("/api/v1/jobs", json={"prompt": "a fox"}, headers=auth) for _ in range(2)]
+    refused = client.post("/api/v1/jobs", json={"prompt": "one too many"}, headers=auth)
+
+    assert [r.status_code for r in made] == [202, 202]
+    assert refused.status_code == 429
+    error = refused.get_json()["error"]
+    assert error["code"] == "budget_exceeded" and error["budget"] == "deployment"
+    assert error["resets_at"].endswith("T00:00:00Z")
+    assert "resets at" in error["message"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 86400
+    assert len(enqueuer.sent) == 2
+    with database.read() as session:
+        assert session.scalar(select(Job.id).where(Job.prompt == "one too many")) is None
+    usage = client.get("/api/v1/usage", headers=auth).get_json()
+    assert usage["deployment"]["remaining"] == 0
+    assert usage["deployment"]["used"] == usage["deployment"]["limit"]
+    assert usage["token"] is None
+
+
+def test_a_token_with_a_daily_limit_is_refused_past_it(client: Any, database: Database) -> None:
+    with database.transaction() as session:
+        row, token = create_token(
+            session, name="limited", scope="write", now=utcnow(), daily_limit=1
+        )
+        token_id = row.id
+    auth = {"Authorization": f"Bearer {token}"}
+
+    first = client.post("/api/v1/jobs", json={"prompt": "a fox"}, headers=auth)
+    second = client.post("/api/v1/jobs", json={"prompt": "a wolf"}, headers=auth)
+    usage = client.get("/api/v1/usage", headers=auth).get_json()
+
+    assert (first.status_code, second.status_code) == (202, 429)
+    assert second.get_json()["error"]["budget"] == "token"
+    assert f"API token {token_id} (limited)" in second.get_json()["error"]["message"]
+    assert usage["token"] == {
+        "id": token_id,
+        "name": "limited",
+        "used": 1,
+        "limit": 1,
+        "remaining": 0,
+    }
+
+
+def test_a_negative_daily_limit_is_refused(session: Session) -> None:
+    with pytest.raises(ValueError, match="daily limit"):
+        create_token(session, name="x", scope="read", now=NOW, daily_limit=-1)
