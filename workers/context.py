@@ -13,7 +13,7 @@ from celery.signals import worker_process_init
 from webhook_app.archive.storage import Storage, storage_from_settings
 from webhook_app.db import Database
 from webhook_app.models import utcnow
-from webhook_app.queue import Enqueuer
+from webhook_app.queue import Enqueuer, broker_tls
 from webhook_app.redaction import install_redaction
 from webhook_app.services.pace import make_pacer
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
@@ -52,6 +52,7 @@ def context() -> WorkerContext:
             rate=settings.upstream_rate_limit,
             broker_url=settings.broker_url,
             queue=settings.queue,
+            tls=broker_tls(settings),
         )
         client = DepositphotosClient(
             base_url=settings.dp_api_url,

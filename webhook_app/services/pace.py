@@ -12,7 +12,7 @@ on the server's clock), else in the database's `upstream_state` row under a row 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -116,12 +116,21 @@ class DatabasePacer:
             row.slow_until = max(row.slow_until, self._clock() + seconds)
 
 
-def make_pacer(db: Database, *, rate: float, broker_url: str, queue: str) -> Pacer:
-    """Redis when the broker is Redis, else the database; no pace at all with no rate."""
+def make_pacer(
+    db: Database,
+    *,
+    rate: float,
+    broker_url: str,
+    queue: str,
+    tls: Mapping[str, Any] | None = None,
+) -> Pacer:
+    """Redis when the broker is Redis (with the broker's TLS options), else the database."""
     if broker_url.startswith(("redis://", "rediss://")):
         import redis
 
-        client = redis.Redis.from_url(broker_url, socket_timeout=5, socket_connect_timeout=2)
+        client = redis.Redis.from_url(
+            broker_url, socket_timeout=5, socket_connect_timeout=2, **(tls or {})
+        )
         return RedisPacer(client, rate, prefix=f"webhook_app:{queue}:pace")
     # With no rate nothing is spaced out, but a rate-limited answer still slows every worker.
     return DatabasePacer(db, rate)
