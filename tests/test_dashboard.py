@@ -239,3 +239,27 @@ def test_a_pause_shows_a_banner_and_usage_is_shown_with_the_jobs(
     assert ready.get_json()["checks"]["upstream"].startswith("degraded: credentials refused")
     assert state.get_json()["paused"] is True
     assert state.get_json()["reason"]["exception"] == "EAPI\\EIllegalApiKey"
+
+
+def test_the_jobs_page_says_when_no_worker_is_working(signed_in: Any, database: Any) -> None:
+    from webhook_app.models import utcnow
+    from webhook_app.services import heartbeats
+
+    name = "celery@dashboard-test (pid 1)"
+    silent = signed_in.get("/").get_data(as_text=True)
+    with database.transaction() as session:
+        heartbeats.record(
+            session, name, broker="redis://r:6379/0", state=heartbeats.OK, detail=None,
+            started_at=utcnow(), now=utcnow(),
+        )  # fmt: skip
+    try:
+        working = signed_in.get("/").get_data(as_text=True)
+        listed = signed_in.get(
+            "/api/v1/workers", headers={"Authorization": f"Bearer {TEST_TOKEN}"}
+        ).get_json()
+    finally:
+        with database.transaction() as session:
+            heartbeats.forget(session, name)
+    assert 'data-test="workers-down"' in silent and "no worker has reported" in silent
+    assert 'data-test="workers-down"' not in working
+    assert listed["summary"] == "ok" and [w["name"] for w in listed["workers"]] == [name]

@@ -27,6 +27,8 @@ class WorkerState:
     name: str
     state: str
     detail: str | None
+    broker: str
+    seen_at: datetime
 
 
 def record(
@@ -61,11 +63,17 @@ def forget(session: Session, name: str) -> None:
 def recent(session: Session, *, now: datetime) -> list[WorkerState]:
     """The workers heard from lately, by name."""
     rows = session.execute(
-        select(WorkerHeartbeat.name, WorkerHeartbeat.state, WorkerHeartbeat.detail)
+        select(
+            WorkerHeartbeat.name,
+            WorkerHeartbeat.state,
+            WorkerHeartbeat.detail,
+            WorkerHeartbeat.broker,
+            WorkerHeartbeat.seen_at,
+        )
         .where(WorkerHeartbeat.seen_at >= now - SILENT_AFTER)
         .order_by(WorkerHeartbeat.name)
     )
-    return [WorkerState(row.name, row.state, row.detail) for row in rows]
+    return [WorkerState(**row._mapping) for row in rows]
 
 
 def summary(workers: list[WorkerState]) -> str:

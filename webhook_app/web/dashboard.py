@@ -184,6 +184,7 @@ def jobs() -> Any:
     stats = _api("GET", "/api/v1/stats", query={"q": filters["q"]})
     usage = _api("GET", "/api/v1/usage")
     upstream = _api("GET", "/api/v1/upstream")
+    workers = _api("GET", "/api/v1/workers")
     if not page.ok:
         flash(page.message, "error")
     listed = page.body["jobs"] if page.ok else []
@@ -200,6 +201,7 @@ def jobs() -> Any:
         "idle_refresh": cursor is None,
         "usage": usage.body if usage.ok else None,
         "upstream": upstream.body if upstream.ok else None,
+        "workers": workers.body["summary"] if workers.ok else None,
     }
     template = "dashboard/_jobs.html" if request.args.get("partial") else "dashboard/jobs.html"
     return render_template(template, **context)

@@ -424,6 +424,33 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             **READ,
         },
     },
+    ("/api/v1/workers", "get"): {
+        "operationId": "workers",
+        "summary": "The workers heard from in the last minute, and whether they reach the broker",
+        "responses": {
+            "200": json_body(
+                obj(
+                    {
+                        "summary": {"type": "string"},
+                        "workers": {
+                            "type": "array",
+                            "items": obj(
+                                {
+                                    "name": {"type": "string"},
+                                    "state": {"enum": ["ok", "broker_unreachable"]},
+                                    "detail": NULLABLE_STRING,
+                                    "broker": {"type": "string"},
+                                    "seen_at": TIME,
+                                }
+                            ),
+                        },
+                    }
+                ),
+                "`summary` is `ok`, or why no job is being worked on",
+            ),
+            **READ,
+        },
+    },
     ("/api/v1/upstream", "get"): {
         "operationId": "upstreamState",
         "summary": "Whether submissions are paused because the upstream refuses the credentials",

@@ -1,4 +1,5 @@
-"""Usage today against the daily budgets, and whether submissions to the upstream are paused."""
+"""What the deployment's shared parts say: usage today against the daily budgets, whether
+submissions to the upstream are paused, and which workers run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from flask import Blueprint, g, jsonify
 
 from webhook_app.app import services
 from webhook_app.models import utcnow
-from webhook_app.services import budgets
+from webhook_app.services import budgets, heartbeats
 from webhook_app.services.upstream_state import current_pause
 from webhook_app.web.auth import authenticate
 
@@ -60,3 +61,25 @@ def upstream() -> Any:
     if pause is None:
         return jsonify({"paused": False, "since": None, "reason": None, "next_probe_at": None})
     return jsonify(pause.as_json())
+
+
+@blueprint.get("/workers")
+def workers() -> Any:
+    """The workers heard from lately, and whether each reaches its broker."""
+    with services().db.read() as session:
+        found = heartbeats.recent(session, now=utcnow())
+    return jsonify(
+        {
+            "summary": heartbeats.summary(found),
+            "workers": [
+                {
+                    "name": worker.name,
+                    "state": worker.state,
+                    "detail": worker.detail,
+                    "broker": worker.broker,
+                    "seen_at": worker.seen_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+                for worker in found
+            ],
+        }
+    )
