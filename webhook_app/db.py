@@ -15,6 +15,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhook_app import statement_counts
+from webhook_app.services import changes  # noqa: F401 (every session records job changes)
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:

@@ -19,6 +19,8 @@ from webhook_app.services import jobs
 from webhook_app.states import TERMINAL
 
 MAX_WAIT = 60.0
+# A feed page is held at most this long: under the 30 s a PaaS router allows a request.
+MAX_FEED_WAIT = min(MAX_WAIT, 25.0)
 FIRST_CHECK_AFTER = 0.2
 LONGEST_CHECK_INTERVAL = 1.0
 
@@ -40,7 +42,7 @@ class Waiters:
                 self._slots.release()
 
 
-def requested_wait(raw: str | None) -> float:
+def requested_wait(raw: str | None, maximum: float = MAX_WAIT) -> float:
     """The `wait` query parameter in seconds (0 when absent)."""
     if raw is None or raw == "":
         return 0.0
@@ -48,9 +50,34 @@ def requested_wait(raw: str | None) -> float:
         seconds = float(raw)
     except ValueError:
         seconds = math.nan
-    if not 0 <= seconds <= MAX_WAIT:  # also refuses nan and inf
-        raise jobs.InvalidRequest("wait", f"must be a number of seconds from 0 to {MAX_WAIT:g}")
+    if not 0 <= seconds <= maximum:  # also refuses nan and inf
+        raise jobs.InvalidRequest("wait", f"must be a number of seconds from 0 to {maximum:g}")
     return seconds
+
+
+def hold(
+    waiters: Waiters,
+    seconds: float,
+    done: Callable[[], bool],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Ask `done` (a short read) until it says yes or `seconds` have passed, sleeping 0.2 s
+    growing to 1 s in between. False when no waiting slot was free (answer at once)."""
+    deadline = clock() + seconds
+    interval = FIRST_CHECK_AFTER
+    with waiters.slot() as acquired:
+        if not acquired:
+            return False
+        while True:
+            if done():
+                return True
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return True
+            sleep(min(interval, remaining))
+            interval = min(interval * 1.5, LONGEST_CHECK_INTERVAL)
 
 
 def wait_until_settled(
@@ -66,16 +93,10 @@ def wait_until_settled(
 
     False when no waiting slot was free (the caller answers at once).
     """
-    deadline = clock() + seconds
-    interval = FIRST_CHECK_AFTER
-    with waiters.slot() as acquired:
-        if not acquired:
-            return False
-        while True:
-            with db.read() as session:
-                status = jobs.status_of(session, public_id)
-            remaining = deadline - clock()
-            if status is None or status in TERMINAL or remaining <= 0:
-                return True
-            sleep(min(interval, remaining))
-            interval = min(interval * 1.5, LONGEST_CHECK_INTERVAL)
+
+    def settled() -> bool:
+        with db.read() as session:
+            status = jobs.status_of(session, public_id)
+        return status is None or status in TERMINAL
+
+    return hold(waiters, seconds, settled, clock=clock, sleep=sleep)
