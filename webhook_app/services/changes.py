@@ -126,6 +126,8 @@ def _owner(obj: Any) -> tuple[int | None, int | None]:
 @event.listens_for(Session, "before_flush")
 def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
     """Bump the version and the position of every job whose flush changes what is shown."""
+    # Once per transaction is enough: its changes become visible together, at its commit.
+    done: set[object] = session.info.setdefault(_VERSIONED, set())
     bumped: set[Job] = set()
     job_ids: set[int] = set()
     item_ids: set[int] = set()
@@ -133,6 +135,7 @@ def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -
         if isinstance(obj, Job):
             obj.version = 1
             obj.change_seq = next_change_seq()
+            done.add(obj)
         elif isinstance(obj, JobItem | ItemArchive):
             job_id, item_id = _owner(obj)
             job_ids.update(() if job_id is None else (job_id,))
@@ -149,14 +152,32 @@ def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -
     for job_id in job_ids:
         job = session.identity_map.get(identity_key(Job, job_id))
         if isinstance(job, Job):
-            if job not in session.new:
-                bumped.add(job)
-        else:
+            bumped.add(job)
+        elif job_id not in done:
             elsewhere.add(job_id)
-    for job in bumped:
+    for job in bumped - done:
+        done.add(job)
+        if job.id is not None:
+            done.add(job.id)
         # The job's own UPDATE carries both: no statement of its own. Writers of a job hold
         # its row lock, so the version read here is the one they are replacing.
         job.version = job.version + 1
         job.change_seq = next_change_seq()
     if elsewhere or item_ids:
+        done.update(elsewhere)
         touch(session, job_ids=elsewhere, item_ids=item_ids)
+
+
+_VERSIONED = "webhook_app.versioned"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _transaction_ended(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:
+        session.info.pop(_VERSIONED, None)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _rolled_back(session: Session, _previous: Any) -> None:
+    # A savepoint rolled back may have taken a bump with it: bump again rather than miss one.
+    session.info.pop(_VERSIONED, None)

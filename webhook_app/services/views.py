@@ -79,7 +79,7 @@ _JOB_COLUMNS = (
     Job.prompt,
     Job.aspect_ratio,
     Job.medium,
-    Job.meta,
+    Job.meta.label("meta"),  # rows are read by name: the column is called metadata
     Job.idempotency_key,
     Job.generation_uuid,
     Job.upstream_status,

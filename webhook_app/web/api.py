@@ -165,6 +165,9 @@ def list_jobs() -> Any:
     if "changed_after" in request.args:
         return _changes()
     args = request.args
+    for only_feed in ("wait", "metadata"):
+        if only_feed in args:
+            raise BadQuery(only_feed, "applies only to the changes feed (changed_after)")
     status, limit = _status(), _limit()
     created_after, prompt_contains = _created_after(), _text_filter()
     with services().db.read() as session:
