@@ -29,7 +29,7 @@ from webhook_app.queue import (
     REFRESH_JOB,
     SUBMIT_JOB,
 )
-from webhook_app.services import archive, jobs, notifications, submission
+from webhook_app.services import archive, changes, jobs, notifications, submission
 from webhook_app.services.progress import apply_report
 from webhook_app.services.reconcile import Schedule, plan_reconciliation
 from webhook_app.tokens import callback_token
@@ -213,6 +213,7 @@ def enrich_job(self: Task, job_id: int) -> None:
         if found:
             with ctx.db.transaction() as session:
                 session.execute(update(JobItem), found)
+                changes.touch(session, job_ids=[job_id])  # a plain statement: say it changed
 
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)
