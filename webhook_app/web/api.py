@@ -342,12 +342,18 @@ def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> 
     try:
         with svc.db.transaction() as session:
             job = action(session, job_id, now=utcnow(), **kwargs)
-            body = job_json(views.view_of(job))
+            session.flush()  # the version the commit will keep, for the answer and its ETag
+            view = views.view_of(job)
+            body = job_json(view)
     except LookupError:
         return not_found
     except operator.NotAllowed as exc:
         return jsonify(error_body("not_allowed", str(exc))), 409
-    return jsonify(body), 202, {"Location": body["links"]["self"]}
+    return (
+        jsonify(body),
+        202,
+        {"Location": body["links"]["self"], "ETag": f'"{job_etag(view.version)}"'},
+    )
 
 
 @blueprint.post("/jobs/<job_id>/refresh")
