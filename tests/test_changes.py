@@ -95,7 +95,7 @@ def test_what_nobody_is_shown_is_not_a_change(database: Database) -> None:
 
 def test_the_feed_gives_every_change_once_in_order(database: Database) -> None:
     with database.read() as session:
-        start = feed.changes_since(session, feed.NOW).cursor
+        start = feed.changes_since(session.connection(), feed.NOW).cursor
     made = [new_job(database, f"feed {n}") for n in range(3)]
     with database.transaction() as session:
         job = session.get(Job, made[0])
@@ -107,7 +107,7 @@ def test_the_feed_gives_every_change_once_in_order(database: Database) -> None:
     # moment: the reader asks again, as a poller would.
     while len([j for j in seen if j in made]) < 3 and time.monotonic() < deadline:
         with database.read() as session:
-            page = feed.changes_since(session, cursor, limit=1)
+            page = feed.changes_since(session.connection(), cursor, limit=1)
         seen += [job.id for job in page.jobs]
         cursor = page.cursor
         if not page.more:
@@ -122,7 +122,7 @@ def read_until(database: Database, cursor: str, wanted: set[int]) -> list[views.
     deadline = time.monotonic() + 20
     while not wanted <= {job.id for job in seen} and time.monotonic() < deadline:
         with database.read() as session:
-            page = feed.changes_since(session, cursor)
+            page = feed.changes_since(session.connection(), cursor)
         seen += [job for job in page.jobs if job.id in wanted]
         cursor = page.cursor
         time.sleep(0 if page.more else 0.05)
@@ -140,7 +140,7 @@ def test_a_change_committed_late_below_a_later_one_is_not_skipped(database: Data
     concurrent_writers(database)
     first, second = new_job(database, "late commit"), new_job(database, "early commit")
     with database.read() as session:
-        cursor = feed.changes_since(session, feed.NOW).cursor
+        cursor = feed.changes_since(session.connection(), feed.NOW).cursor
     with Session(database.engine) as t1:
         t1_job = t1.get(Job, first)
         assert t1_job is not None
@@ -151,7 +151,7 @@ def test_a_change_committed_late_below_a_later_one_is_not_skipped(database: Data
             assert t2_job is not None
             t2_job.prompt = "written second, committed first"
         with database.read() as session:
-            early = feed.changes_since(session, cursor)
+            early = feed.changes_since(session.connection(), cursor)
         assert [job.id for job in early.jobs] == []  # T2's change waits behind T1's
         t1.commit()
     assert [job.id for job in read_until(database, early.cursor, {first, second})] == [
@@ -166,7 +166,7 @@ def test_a_reader_waits_for_a_transaction_still_open_not_for_ever(database: Data
     concurrent_writers(database)
     job_id = new_job(database, "two writers")
     with database.read() as session:
-        cursor = feed.changes_since(session, feed.NOW).cursor
+        cursor = feed.changes_since(session.connection(), feed.NOW).cursor
     holding, release = threading.Event(), threading.Event()
 
     def first_writer() -> None:
@@ -190,7 +190,7 @@ def test_a_reader_waits_for_a_transaction_still_open_not_for_ever(database: Data
     other.start()
     with database.read() as session:
         assert session.execute(text("SELECT 1")).scalar() == 1
-        assert [j.id for j in feed.changes_since(session, cursor).jobs] == []
+        assert [j.id for j in feed.changes_since(session.connection(), cursor).jobs] == []
     release.set()
     writer.join(10)
     other.join(10)

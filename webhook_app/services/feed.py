@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, select, tuple_
 
 from webhook_app.models import Job
 from webhook_app.services import views
@@ -58,7 +57,7 @@ def decode(cursor: str) -> tuple[int, int] | None:
 
 
 def changes_since(
-    session: Session,
+    connection: Connection,
     cursor: str,
     *,
     limit: int = 50,
@@ -74,7 +73,6 @@ def changes_since(
     the feed goes on.
     """
     after = decode(cursor)
-    connection = session.connection()
     horizon: int = connection.execute(_HORIZON).scalar_one()
     if after is None:
         return Changes((), encode((horizon - 1, _LAST_ID)), False)

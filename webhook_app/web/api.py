@@ -228,8 +228,8 @@ def _changes() -> Any:
     db = services().db
 
     def read(after: str) -> feed.Changes:
-        with db.read() as session:
-            return feed.changes_since(session, after, **filters)
+        with db.connection() as connection:
+            return feed.changes_since(connection, after, **filters)
 
     latest: list[feed.Changes] = []
 
@@ -291,8 +291,7 @@ def get_job(job_id: str) -> Any:
     if not is_public_id(job_id):
         return _no_job(job_id)
     known = request.if_none_match
-    with services().db.read() as session:
-        connection = session.connection()
+    with services().db.connection() as connection:
         if known:
             version = views.version_of(connection, job_id)
             if version is not None and known.contains_weak(job_etag(version)):
