@@ -8,8 +8,9 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from bench import database
 from bench.figures import Figure, percentile, ratio, verdict
@@ -19,6 +20,7 @@ from bench.system import CpuMeter, load_average
 from webhook_app.client import Client
 from webhook_app.db import Database
 from webhook_app.models import Job
+from webhook_app.services import feed
 
 FIRST_ID = 90_000_000  # far above the other sections' jobs
 UNCHANGED = '"1.1"'  # the ETag of a bulk-loaded job: version 1
@@ -131,8 +133,53 @@ class Watching:
             "- The per-job ways are measured against unchanged jobs (the conditional one sends "
             f"the ETag of version 1, {UNCHANGED}, so every answer is a 304).",
         ]
+        out += ["", self.explain(url)]
         kit.findings.conditions.append(("6. watching", started, load_average()))
         return "\n".join(out)
+
+    def explain(self, url: str) -> str:
+        """EXPLAIN ANALYZE what a feed page sends, from a cursor near the end of the feed."""
+        db = Database(url)
+        captured: list[tuple[str, Any]] = []
+
+        def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+            captured.append((statement, parameters))
+
+        with db.connection() as connection:
+            recent = connection.execute(
+                select(Job.change_seq, Job.id)
+                .order_by(Job.change_seq.desc(), Job.id.desc())
+                .limit(1)
+                .offset(50)
+            ).one()
+        cursor = feed.encode((recent.change_seq, recent.id))
+        blocks, sequential = [], False
+        for title, status in (("no filter", None), ("status=submitted", "submitted")):
+            captured.clear()
+            event.listen(db.engine, "before_cursor_execute", capture)
+            with db.connection() as connection:
+                feed.changes_since(connection, cursor, limit=50, status=status)
+            event.remove(db.engine, "before_cursor_execute", capture)
+            statement, parameters = captured[1]  # after the horizon's probe: the page
+            with db.engine.connect() as connection:
+                plan = (
+                    connection.exec_driver_sql(
+                        "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) " + statement, parameters
+                    )
+                    .scalars()
+                    .all()
+                )
+            sequential |= any("Seq Scan" in line for line in plan)
+            blocks.append(f"{title}:\n\n```\n" + "\n".join(plan) + "\n```\n")
+        db.dispose()
+        if sequential:
+            self.kit.findings.unmet.append("a feed query plan has a sequential scan")
+        verdict_line = "Index scans only: " + ("**no**" if sequential else "yes") + "."
+        return (
+            "### EXPLAIN of a feed page, 50 changes from the end\n\n"
+            + verdict_line
+            + ("\n\n" + "\n".join(blocks))
+        )
 
     def file(self, name: str, lines: Sequence[Sequence[str | None]]) -> Path:
         return write_requests(self.kit.workdir / f"{name}.txt", lines)
