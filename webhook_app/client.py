@@ -274,7 +274,8 @@ class Client:
         """Every job as it changes, oldest change first, for as long as it is iterated.
 
         Long-polls the feed, so it makes one request per change batch or per `wait` seconds.
-        `stop`, asked between requests, ends it; `self.cursor` is where to resume.
+        `stop`, asked between requests, ends it; `self.cursor` is where to resume (a page
+        left half-read is given again).
         """
         self.cursor = after
         while stop is None or not stop():

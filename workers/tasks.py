@@ -212,8 +212,10 @@ def enrich_job(self: Task, job_id: int) -> None:
         # What was learned is kept, even when the rest must wait: one statement for all.
         if found:
             with ctx.db.transaction() as session:
+                # A plain statement: record the change. The job's row first, as every writer
+                # takes it before its items, so two writers never wait on each other in a ring.
+                changes.touch(session, job_ids=[job_id])
                 session.execute(update(JobItem), found)
-                changes.touch(session, job_ids=[job_id])  # a plain statement: say it changed
 
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)

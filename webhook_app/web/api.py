@@ -178,7 +178,7 @@ def list_jobs() -> Any:
             limit=limit,
             cursor=args.get("cursor") or None,
             prompt_contains=prompt_contains,
-            known=_known_weakly(),
+            known=_KnownWeakly(),
         )
     if page.unchanged:
         return _not_modified(page.tag)
@@ -191,10 +191,6 @@ class _KnownWeakly:
 
     def __contains__(self, tag: object) -> bool:
         return isinstance(tag, str) and request.if_none_match.contains_weak(tag)
-
-
-def _known_weakly() -> _KnownWeakly:
-    return _KnownWeakly()
 
 
 def _metadata_filter() -> dict[str, Any] | None:
