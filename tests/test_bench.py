@@ -80,7 +80,7 @@ def test_smoke_run_writes_every_section(
     watching = found["## 6. A tool watching jobs"]
     for way in ("get-one per job", "conditional get-one", "changes feed, asked", "bare lookup"):
         assert f"| {way}" in watching, way
-    assert "changes never seen" not in text and "watching," not in text  # no errors, none missed
+    assert "changes not seen" not in text and "watching," not in text  # no errors, none missed
 
 
 def test_profiles_show_where_each_hot_path_spends_its_time(
@@ -93,7 +93,7 @@ def test_profiles_show_where_each_hot_path_spends_its_time(
     for title, function in (
         ("callback", "receive_delivery"),
         ("get-one", "job_view"),
-        ("list page", "job_views"),
+        ("list page", "views_of_rows"),
         ("submission task", "submit_job"),
     ):
         found = [path for path in paths if path.startswith(title)]
