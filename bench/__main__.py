@@ -23,6 +23,7 @@ from bench.kit import FULL, MEDIUM, SMOKE, Kit
 from bench.queries import Queries
 from bench.report import compose
 from bench.system import ensure_wrk, load_average, machine, versions
+from bench.watching import Watching
 from tests.stack import Stack
 from webhook_app.migrate import upgrade
 from webhook_app.settings import normalize_database_url
@@ -103,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         kit.wait_ready("web", lambda: requests.get(f"{stack.url}/readyz", timeout=1).ok)
         print(f"bench: stack up in {time.monotonic() - began:.0f} s", flush=True)
         # The queries first: later sections then run against the table at its largest.
-        for key, section in (("queries", Queries), ("ingestion", Ingestion), ("e2e", EndToEnd)):
+        for key, section in (
+            ("queries", Queries),
+            ("watching", Watching),
+            ("ingestion", Ingestion),
+            ("e2e", EndToEnd),
+        ):
             print(f"bench: {key} ...", flush=True)
             began = time.monotonic()
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +29,13 @@ class Load:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def write_requests(path: Path, lines: Iterable[tuple[str, str, str | None]]) -> Path:
-    """Store (method, path, body) lines for replay.lua; bodies must be one-line JSON."""
+def write_requests(path: Path, lines: Iterable[Sequence[str | None]]) -> Path:
+    """Store (method, path, body[, header]) lines for replay.lua; bodies must be one-line JSON,
+    a header is one `Name: value` sent with that request."""
     with path.open("w") as out:
-        for method, target, body in lines:
-            out.write(f"{method}\t{target}\t{body}\n" if body else f"{method}\t{target}\n")
+        for method, target, body, *header in lines:
+            fields = [method or "", target or "", body or "", *(h or "" for h in header)]
+            out.write("\t".join(fields).rstrip("\t") + "\n")
     return path
 
 

@@ -43,6 +43,10 @@ class Plan:
     celery_scaling: tuple[int, ...] = (1, 2)
     e2e_timeout: float = 900
     creators: int = 8  # HTTP clients creating jobs at once
+    watched_jobs: int = 10_000  # running jobs a tool watches
+    watch_interval: float = 5.0  # how often it asks
+    watch_seconds: float = 60  # each run of watching through the feed
+    watch_changes: int = 100  # jobs that change per interval meanwhile
 
 
 FULL = Plan("full", reps=3, seconds=10)
@@ -54,6 +58,7 @@ MEDIUM = Plan(
     query_scales=(10_000, 100_000),
     query_sample=2000,
     e2e_jobs=400,
+    watch_seconds=30,
 )
 SMOKE = Plan(
     "smoke",
@@ -68,6 +73,10 @@ SMOKE = Plan(
     celery_scaling=(2,),
     e2e_timeout=120,
     creators=4,
+    watched_jobs=200,
+    watch_interval=2.0,
+    watch_seconds=3,
+    watch_changes=4,
 )
 
 

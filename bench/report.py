@@ -155,5 +155,9 @@ def compose(
         "",
         scaling,
         "",
+        "## 6. A tool watching jobs",
+        "",
+        sections["watching"],
+        "",
     ]
     return "\n".join(parts)

@@ -32,12 +32,15 @@ def assert_conforms(
     responses = operation(spec, method, path)["responses"]
     assert str(status) in responses, f"{method} {path}: {status} is not documented"
     response = _resolve(spec, responses[str(status)])
-    schema = response["content"]["application/json"]["schema"]
-    validator = Draft202012Validator({**schema, "components": spec["components"]})
-    errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
-    assert not errors, f"{method} {path} {status}: " + "; ".join(
-        f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]
-    )
+    if "content" not in response:  # 304: no body at all
+        assert body is None, f"{method} {path} {status}: a body where none is documented"
+    else:
+        schema = response["content"]["application/json"]["schema"]
+        validator = Draft202012Validator({**schema, "components": spec["components"]})
+        errors = sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        assert not errors, f"{method} {path} {status}: " + "; ".join(
+            f"{list(e.absolute_path)}: {e.message}" for e in errors[:5]
+        )
     for name, header in (response.get("headers") or {}).items():
         if header.get("required"):
             assert headers is not None and name in headers, f"{method} {path}: no {name} header"

@@ -25,6 +25,7 @@ SECTIONS = (
     "## 3. End to end",
     "## 4. Memory",
     "## 5. Scaling",
+    "## 6. A tool watching jobs",
 )
 SPREAD = re.compile(r"\d+(\.\d+)? \[\d+(\.\d+)? - \d+(\.\d+)?\]")
 
@@ -76,6 +77,10 @@ def test_smoke_run_writes_every_section(
     memory = found["## 4. Memory"]
     assert re.search(r"\| gunicorn \(service\) \| load 2 \| [\d.]+, [\d.]+ \|", memory), memory
     assert re.search(r"\| Celery worker \| end-to-end 2 \| [\d.]+, [\d.]+, [\d.]+ \|", memory)
+    watching = found["## 6. A tool watching jobs"]
+    for way in ("get-one per job", "conditional get-one", "changes feed, asked", "bare lookup"):
+        assert f"| {way}" in watching, way
+    assert "changes not seen" not in text and "watching," not in text  # no errors, none missed
 
 
 def test_profiles_show_where_each_hot_path_spends_its_time(
@@ -88,7 +93,7 @@ def test_profiles_show_where_each_hot_path_spends_its_time(
     for title, function in (
         ("callback", "receive_delivery"),
         ("get-one", "job_view"),
-        ("list page", "job_views"),
+        ("list page", "views_of_rows"),
         ("submission task", "submit_job"),
     ):
         found = [path for path in paths if path.startswith(title)]

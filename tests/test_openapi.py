@@ -89,6 +89,27 @@ def test_real_answers_match_the_document(client: Any, auth: dict[str, str]) -> N
     check(client.get(path, headers=auth), "get", one)
     check(client.get(path, query_string={"wait": "0.1"}, headers=auth), "get", one)
     check(client.get(path, query_string={"wait": "61"}, headers=auth), "get", one)
+    tagged = client.get(path, headers=auth)
+    check(client.get(path, headers={**auth, "If-None-Match": tagged.headers["ETag"]}), "get", one)
+    listed = client.get(jobs, headers=auth)
+    check(client.get(jobs, headers={**auth, "If-None-Match": listed.headers["ETag"]}), "get", jobs)
+    changes = check(
+        client.get(jobs, query_string={"changed_after": "0"}, headers=auth), "get", jobs
+    )
+    assert changes["jobs"] and "more" in changes
+    after = {"changed_after": changes["next_cursor"], "metadata": '{"team": "a"}', "wait": "0.1"}
+    check(client.get(jobs, query_string=after, headers=auth), "get", jobs)
+    check(client.get(jobs, query_string={"changed_after": "x"}, headers=auth), "get", jobs)
+    batch = "/api/v1/jobs/batch-get"
+    found = check(
+        client.post(batch, json={"ids": [job["id"], "nope"]}, headers=auth), "post", batch
+    )
+    assert found["missing"] == ["nope"]
+    check(client.post(batch, json={"ids": ["x"] * 201}, headers=auth), "post", batch)
+    check(client.post(batch, data="ids=1", headers=auth), "post", batch)
+    counted = client.get("/api/v1/stats", headers=auth)
+    again = {**auth, "If-None-Match": counted.headers["ETag"]}
+    check(client.get("/api/v1/stats", headers=again), "get", "/api/v1/stats")
     check(client.get(f"/api/v1/jobs/{uuid.uuid4()}", headers=auth), "get", one)
     check(client.post(f"{path}/refresh", headers=auth), "post", one + "/refresh")  # 409
 

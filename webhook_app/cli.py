@@ -10,6 +10,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,13 @@ def with_connection(f: Any) -> Any:
     return f
 
 
+def _json_option(name: str, raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise click.BadParameter("must be JSON", param_hint=name) from None
+
+
 def _api_call(call: Any) -> Any:
     from requests import RequestException
 
@@ -236,10 +244,7 @@ def submit(
     """Create a job from PROMPT, or one job per line with --from (and optionally wait)."""
     if (prompt is None) == (from_file is None):
         raise click.UsageError("give either a PROMPT or --from FILE")
-    try:
-        meta = json.loads(metadata) if metadata else None
-    except ValueError:
-        raise click.BadParameter("must be JSON", param_hint="--metadata") from None
+    meta = _json_option("--metadata", metadata)
     client = _client(url, token)
     if from_file is not None:
         defaults = {"aspect_ratio": aspect_ratio, "medium": medium, "metadata": meta}
@@ -468,10 +473,7 @@ def create_subscription(
     **connection: str | None,
 ) -> None:
     """Subscribe URL; prints the signing secret, which is shown only this once."""
-    try:
-        meta = json.loads(metadata) if metadata else None
-    except ValueError:
-        raise click.BadParameter("must be JSON", param_hint="--metadata") from None
+    meta = _json_option("--metadata", metadata)
     client = _client(connection["url"], connection["token"])
     created = _api_call(
         lambda: client.create_subscription(
@@ -582,12 +584,18 @@ def usage(as_json: bool, url: str | None, token: str | None) -> None:
 
 @main.command()
 @click.option(
-    "--interval", type=float, default=2.0, show_default=True, help="Seconds between looks."
+    "--interval", type=float, default=2.0, show_default=True, help="Least seconds between looks."
 )
-@click.option("--once", is_flag=True, help="Print the counts once and exit.")
+@click.option("--once", is_flag=True, help="Print once and exit.")
 @click.option("--until-idle", is_flag=True, help="Exit once no job is queued or in flight.")
 @click.option("--created-after", default=None, help="Only jobs created after this ISO-8601 time.")
 @click.option("--q", default=None, help="Only jobs whose prompt contains this text.")
+@click.option(
+    "--changes", "each_change", is_flag=True, help="Print each job as it changes, not counts."
+)
+@click.option("--status", default=None, help="With --changes: only jobs in this status.")
+@click.option("--metadata", default=None, help="With --changes: a JSON object jobs must match.")
+@click.option("--since", default="now", show_default=True, help="With --changes: a cursor, or 0.")
 @with_connection
 def watch(
     interval: float,
@@ -595,30 +603,73 @@ def watch(
     until_idle: bool,
     created_after: str | None,
     q: str | None,
+    each_change: bool,
+    status: str | None,
+    metadata: str | None,
+    since: str,
     url: str | None,
     token: str | None,
 ) -> None:
-    """Live counts of jobs by status (Ctrl-C stops)."""
-    from webhook_app.batch import table
+    """Live counts of jobs by status, or each change (Ctrl-C stops).
 
+    Both follow the changes feed: the counts are read again only when a job has changed.
+    """
     client = _client(url, token)
+    filters = {"created_after": created_after, "q": q}
+    if each_change:
+        wanted = _json_option("--metadata", metadata)
+        _print_changes(client, since, once, status=status, metadata=wanted, **filters)
+        return
     redraw = sys.stdout.isatty() and not once
+    cursor = None if once else _api_call(lambda: client.changes("now", **filters))["next_cursor"]
     while True:
-        stats = _api_call(lambda: client.stats(created_after=created_after, q=q))
-        counts = stats["jobs"]
-        now = time.strftime("%H:%M:%S")
-        if redraw:
-            click.clear()
-            click.echo(f"jobs by status at {now}  (every {interval:g}s, Ctrl-C stops)\n")
-            rows = [(status, n, "#" * min(n, 50)) for status, n in counts.items()]
-            click.echo(table(("status", "jobs", ""), [*rows, ("total", stats["total"], "")]))
-        else:
-            parts = "  ".join(f"{status}={n}" for status, n in counts.items())
-            click.echo(f"{now}  {parts}  total={stats['total']}")
-        running = sum(n for status, n in counts.items() if status not in TERMINAL)
+        drawn = time.monotonic()
+        stats = _api_call(lambda: client.stats(**filters))
+        _draw_counts(stats, interval, redraw)
+        running = sum(n for s, n in stats["jobs"].items() if s not in TERMINAL)
         if once or (until_idle and running == 0):
             return
-        time.sleep(interval)
+        while True:  # held by the server until a job changes: one request per change or 25 s
+            page = _api_call(partial(client.changes, cursor, wait=25, limit=1, **filters))
+            if page["jobs"] or page["more"]:
+                break
+            cursor = page["next_cursor"]
+        cursor = _api_call(lambda: client.changes("now", **filters))["next_cursor"]
+        time.sleep(max(0.0, interval - (time.monotonic() - drawn)))
+
+
+def _draw_counts(stats: Any, interval: float, redraw: bool) -> None:
+    from webhook_app.batch import table
+
+    counts = stats["jobs"]
+    now = time.strftime("%H:%M:%S")
+    if redraw:
+        click.clear()
+        click.echo(f"jobs by status at {now}  (as they change, Ctrl-C stops)\n")
+        rows = [(status, n, "#" * min(n, 50)) for status, n in counts.items()]
+        click.echo(table(("status", "jobs", ""), [*rows, ("total", stats["total"], "")]))
+    else:
+        parts = "  ".join(f"{status}={n}" for status, n in counts.items())
+        click.echo(f"{now}  {parts}  total={stats['total']}")
+
+
+def _print_changes(client: Any, since: str, once: bool, **filters: Any) -> None:
+    """One line per change: time, job, status, version, prompt."""
+
+    def line(job: Any) -> str:
+        at = time.strftime("%H:%M:%S")
+        return f"{at}  {job['id']}  {job['status']:<10}  v{job['version']:<3}  {job['prompt'][:60]}"
+
+    if once:
+        page = _api_call(lambda: client.changes(since, limit=200, **filters))
+        for job in page["jobs"]:
+            click.echo(line(job))
+        click.echo(f"next cursor: {page['next_cursor']}", err=True)
+        return
+    changes = client.watch(since, **filters)
+    while True:
+        job = _api_call(lambda: next(changes))
+        click.echo(line(job))
 
 
 def _submit_batch(

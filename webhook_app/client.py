@@ -6,6 +6,8 @@ job = client.create_job("a lighthouse at dawn")
 job = client.wait(job["id"])            # long-polls GET /api/v1/jobs/<id>?wait=
 for job in client.iter_jobs(status="failed"):
     client.retry(job["id"])
+for job in client.watch(metadata={"team": "design"}):   # every change, as it happens
+    print(job["id"], job["status"])
 ```
 
 Errors of the API are raised as `ApiError` subclasses chosen by status (`InvalidRequest`,
@@ -16,8 +18,9 @@ service that cannot be reached raises `requests.RequestException`.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TypedDict, cast
 
 import requests
@@ -26,6 +29,7 @@ TERMINAL = ("completed", "failed", "timed_out")
 # The longest long-poll asked for until the server names its own cap (X-Max-Wait): under
 # the 30 s after which a PaaS router cuts a request.
 MAX_WAIT = 25.0
+KNOWN_JOBS = 10_000  # answers kept for conditional reads
 
 Status = Literal[
     "queued", "submitting", "submitted", "processing", "timed_out", "completed", "failed"
@@ -43,6 +47,7 @@ class Item(TypedDict):
 
 class Job(TypedDict):
     id: str
+    version: int
     kind: str
     status: Status
     prompt: str
@@ -68,6 +73,17 @@ class Job(TypedDict):
 class JobPage(TypedDict):
     jobs: list[Job]
     next_cursor: str | None
+
+
+class ChangesPage(TypedDict):
+    jobs: list[Job]
+    next_cursor: str
+    more: bool
+
+
+class Batch(TypedDict):
+    jobs: list[Job]
+    missing: list[str]
 
 
 class Event(TypedDict):
@@ -183,6 +199,9 @@ class Client:
         self.max_wait = MAX_WAIT
         self._http.headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
+        # The last answer for each job and its ETag: a conditional read reuses it on 304.
+        self._known: dict[str, tuple[str, Job]] = {}
+        self.cursor = "now"  # where `watch` stands in the changes feed: resume from here
 
     def _request(
         self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any
@@ -190,17 +209,7 @@ class Client:
         response = self._http.request(
             method, self._url + path, timeout=timeout or self._timeout, **kwargs
         )
-        cap = response.headers.get("X-Max-Wait")
-        if cap:
-            with contextlib.suppress(ValueError):
-                self.max_wait = max(0.0, float(cap))
-        try:
-            body = response.json()
-        except ValueError:
-            body = response.text
-        if response.status_code >= 400:
-            raise ApiError.of(response.status_code, body)
-        return body
+        return self._answer(response)
 
     def create_job(
         self,
@@ -224,18 +233,94 @@ class Client:
 
     def get_job(self, job_id: str, *, wait: float | None = None) -> Job:
         """The job; with `wait`, once it is terminal or `wait` seconds pass (the server holds
-        a request at most `max_wait` seconds)."""
-        if not wait:
-            return cast(Job, self._request("GET", f"/api/v1/jobs/{job_id}"))
-        return cast(
-            Job,
-            self._request(
-                "GET",
-                f"/api/v1/jobs/{job_id}",
-                params={"wait": f"{wait:g}"},
-                timeout=wait + self._timeout,
-            ),
+        a request at most `max_wait` seconds).
+
+        Asks with If-None-Match when it has read the job before, and reuses what it read when
+        the server answers 304 (nothing changed): an unchanged job costs no body.
+        """
+        path = f"/api/v1/jobs/{job_id}"
+        known = self._known.get(job_id)
+        headers = {"If-None-Match": known[0]} if known else {}
+        params = {"wait": f"{wait:g}"} if wait else None
+        response = self._http.get(
+            self._url + path,
+            params=params,
+            headers=headers,
+            timeout=(wait or 0) + self._timeout,
         )
+        if response.status_code == 304 and known:
+            self._note_cap(response)
+            return known[1]
+        job = cast(Job, self._answer(response))
+        if tag := response.headers.get("ETag"):
+            self._known.pop(job_id, None)
+            self._known[job_id] = (tag, job)
+            if len(self._known) > KNOWN_JOBS:
+                del self._known[next(iter(self._known))]  # the least recently read
+        return job
+
+    def _answer(self, response: requests.Response) -> Any:
+        self._note_cap(response)
+        try:
+            body = response.json()
+        except ValueError:
+            body = response.text
+        if response.status_code >= 400:
+            raise ApiError.of(response.status_code, body)
+        return body
+
+    def _note_cap(self, response: requests.Response) -> None:
+        """Follow the server's cap on one long-poll, which every answer that may wait names."""
+        cap = response.headers.get("X-Max-Wait")
+        if cap:
+            with contextlib.suppress(ValueError):
+                self.max_wait = max(0.0, float(cap))
+
+    def get_jobs(self, job_ids: list[str]) -> Batch:
+        """Up to 200 jobs in one request: `jobs` found (in the order asked) and `missing` ids."""
+        body = {"ids": job_ids}
+        return cast(Batch, self._request("POST", "/api/v1/jobs/batch-get", json=body))
+
+    def changes(
+        self, after: str = "now", *, wait: float | None = None, **filters: Any
+    ) -> ChangesPage:
+        """One page of the changes feed after a cursor (`now`, `0`, or a `next_cursor`).
+
+        Filters: `status`, `created_after`, `q`, `metadata` (a mapping), `limit`. With `wait`
+        (at most 25 s) the server holds an empty page until a change comes.
+        """
+        params = {key: value for key, value in filters.items() if value is not None}
+        if isinstance(params.get("metadata"), Mapping):
+            params["metadata"] = json.dumps(params["metadata"])
+        params["changed_after"] = after
+        if wait:
+            params["wait"] = f"{wait:g}"
+        page = self._request(
+            "GET", "/api/v1/jobs", params=params, timeout=(wait or 0) + self._timeout
+        )
+        return cast(ChangesPage, page)
+
+    def watch(
+        self,
+        after: str = "now",
+        *,
+        wait: float | None = None,
+        stop: Callable[[], bool] | None = None,
+        **filters: Any,
+    ) -> Iterator[Job]:
+        """Every job as it changes, oldest change first, for as long as it is iterated.
+
+        Long-polls the feed, so it makes one request per change batch or per `wait` seconds
+        (by default, and at most, the server's cap `max_wait`).
+        `stop`, asked between requests, ends it; `self.cursor` is where to resume (a page
+        left half-read is given again).
+        """
+        self.cursor = after
+        while stop is None or not stop():
+            asked = self.max_wait if wait is None else min(wait, self.max_wait)
+            page = self.changes(self.cursor, wait=asked, **filters)
+            yield from page["jobs"]
+            self.cursor = page["next_cursor"]
 
     def list_jobs(self, **filters: Any) -> JobPage:
         """One page: filters `status`, `created_after`, `q`, `limit`, `cursor`."""
@@ -287,11 +372,10 @@ class Client:
     def wait(self, job_id: str, *, timeout: float = 300, interval: float = 1.0) -> Job:
         """The job once it is terminal, or as it is when `timeout` seconds have passed.
 
-        Each request is held by the server until the job settles (long-poll), at most as long
-        as the server allows (X-Max-Wait), so this makes a request every 25 s or so rather than
-        one a second. When the server answers early without a
-        final state (it was holding as many waiting requests as it allows), it pauses for
-        `interval` before asking again.
+        Each request is held by the server until the job settles (long-poll), so this makes
+        a request a minute rather than one a second, each conditional (If-None-Match). When
+        the server answers early without a final state (it was holding as many waiting
+        requests as it allows), it pauses for `interval` before asking again.
         """
         deadline = time.monotonic() + timeout
         while True:

@@ -10,11 +10,12 @@ from typing import Any, Protocol
 
 import psycopg
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhook_app import statement_counts
+from webhook_app.services import changes  # noqa: F401 (every session records job changes)
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -104,13 +105,11 @@ class Database:
         # PostgreSQL reads each statement on its own, sparing a BEGIN and a COMMIT per read
         # request; SQLite keeps its transaction (its BEGIN IMMEDIATE queues writers).
         autocommit = self.engine.dialect.name != "sqlite"
+        self._reading = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else None
+        )
         self._readers = (
-            sessionmaker(
-                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
-                expire_on_commit=False,
-            )
-            if autocommit
-            else None
+            sessionmaker(self._reading, expire_on_commit=False) if self._reading else None
         )
 
     @contextmanager
@@ -137,6 +136,17 @@ class Database:
             return
         with self._readers() as session:
             yield session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """A connection that only reads plain rows: what `read` gives, without a Session
+        (the hottest reads spare building and closing one)."""
+        if self._reading is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._reading.connect() as connection:
+            yield connection
 
     def dispose(self) -> None:
         self.engine.dispose()

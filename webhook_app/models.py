@@ -110,6 +110,11 @@ class Job(Base):
     next_check_at: Mapped[datetime | None]
     # When its deliveries and events were pruned (RETENTION_DAYS after it ended).
     pruned_at: Mapped[datetime | None]
+    # Bumped by every visible change to the job, its items or their archives: its ETag.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Where its last change stands in the deployment's order of changes (the changes feed);
+    # assigned by the database, see webhook_app/services/changes.py.
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     items: Mapped[list[JobItem]] = relationship(
         back_populates="job", order_by="JobItem.position", lazy="selectin"
@@ -120,6 +125,7 @@ class Job(Base):
         Index("ix_jobs_status_id", "status", "id"),
         Index("ix_jobs_next_check_at", "next_check_at"),
         Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_change_seq_id", "change_seq", "id"),
     )
 
 

@@ -36,6 +36,7 @@ from webhook_app.queue import (
 from webhook_app.services import (
     archive,
     budgets,
+    changes,
     jobs,
     notifications,
     retention,
@@ -347,6 +348,9 @@ def enrich_job(self: Task, job_id: int) -> None:
         # What was learned is kept, even when the rest must wait: one statement for all.
         if found:
             with ctx.db.transaction() as session:
+                # A plain statement: record the change. The job's row first, as every writer
+                # takes it before its items, so two writers never wait on each other in a ring.
+                changes.touch(session, job_ids=[job_id])
                 session.execute(update(JobItem), found)
 
 

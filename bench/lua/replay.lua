@@ -1,4 +1,5 @@
--- Replays requests listed in a file, one per line: METHOD <tab> PATH [<tab> JSON BODY].
+-- Replays requests listed in a file, one per line: METHOD <tab> PATH [<tab> JSON BODY
+-- [<tab> HEADER: VALUE]].
 -- Arguments: the file, an Authorization header value (or ""), the number of wrk threads, and
 -- the most responses a thread waits for before it stops (wrk's --duration bounds the time).
 -- Thread n takes every line whose index modulo the thread count is n, cycling through them.
@@ -23,12 +24,21 @@ function init(args)
   local index = 0
   for line in io.lines(args[1]) do
     if index % threads == id then
-      local method, path, body = line:match("^(%u+)\t([^\t]+)\t?(.*)$")
-      if body == "" then
-        prepared[#prepared + 1] = wrk.format(method, path, plain, nil)
-      else
-        prepared[#prepared + 1] = wrk.format(method, path, json, body)
+      local method, path, rest = line:match("^(%u+)\t([^\t]+)\t?(.*)$")
+      local body, header = rest:match("^([^\t]*)\t(.+)$")
+      if body == nil then
+        body = rest
       end
+      local headers = body == "" and plain or json
+      if header then
+        local name, value = header:match("^([^:]+):%s*(.*)$")
+        headers = {}
+        for k, v in pairs(body == "" and plain or json) do
+          headers[k] = v
+        end
+        headers[name] = value
+      end
+      prepared[#prepared + 1] = wrk.format(method, path, headers, body ~= "" and body or nil)
     end
     index = index + 1
   end

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -18,10 +19,10 @@ from sqlalchemy.orm import Session, lazyload
 from webhook_app import logs
 from webhook_app.db import after_commit
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
-from webhook_app.models import Delivery, Event, Job, JobItem, utcnow
+from webhook_app.models import Delivery, Event, Job, JobItem, is_public_id, utcnow
 from webhook_app.queue import SUBMIT_JOB
 from webhook_app.services import budgets as budgets_service
-from webhook_app.services import views
+from webhook_app.services import changes, views
 from webhook_app.states import JobStatus
 
 MAX_METADATA_BYTES = 8192
@@ -194,6 +195,7 @@ def mark_not_enqueued(session: Session, *, job_id: int) -> None:
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
         .values(last_error=error)
     )
+    changes.touch(session, job_ids=[job_id])  # a visible change: tools watching see it
 
 
 def lock_job(
@@ -242,6 +244,8 @@ def status_of(session: Session, public_id: str) -> str | None:
 class Page:
     jobs: Sequence[views.JobView]
     next_cursor: str | None
+    tag: str = ""  # names this page's jobs at their versions: the list's ETag
+    unchanged: bool = False  # the caller knew the page by its tag: its jobs were not read
 
 
 def encode_cursor(job_id: int) -> str:
@@ -267,19 +271,53 @@ def list_jobs(
     limit: int = 50,
     cursor: str | None = None,
     prompt_contains: str | None = None,
+    known: Container[str] = (),
 ) -> Page:
-    """Newest first. The cursor is the last id seen, so new jobs never shift later pages."""
+    """Newest first. The cursor is the last id seen, so new jobs never shift later pages.
+
+    When the page's tag is among `known`, its items are not read and nothing is returned.
+    """
     query = views.JOBS.order_by(Job.id.desc()).limit(limit + 1)
-    query = _filtered(query, status, created_after, prompt_contains)
+    query = filtered(query, status, created_after, prompt_contains)
     if cursor is not None:
         query = query.where(Job.id < decode_cursor(cursor))
-    jobs = views.job_views(session.connection(), query)
-    more = len(jobs) > limit
-    jobs = jobs[:limit]
-    return Page(jobs=jobs, next_cursor=encode_cursor(jobs[-1].id) if more else None)
+    connection = session.connection()
+    rows = connection.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(rows[-1].id) if more else None
+    tag = page_tag(rows, next_cursor)
+    if tag in known:
+        return Page((), next_cursor, tag, unchanged=True)
+    return Page(views.views_of_rows(connection, rows), next_cursor, tag)
 
 
-def _filtered(
+def page_tag(rows: Sequence[Any], next_cursor: str | None) -> str:
+    """Which jobs, at which versions: any change to one of them, or to the page, changes it."""
+    digest = hashlib.blake2b(digest_size=12)
+    for row in rows:
+        digest.update(b"%d:%d;" % (row.id, row.version))
+    digest.update((next_cursor or "").encode())
+    return digest.hexdigest()
+
+
+MAX_BATCH = 200
+
+
+def jobs_by_id(
+    session: Session, public_ids: Sequence[str]
+) -> tuple[list[views.JobView], list[str]]:
+    """The jobs named, in the order asked (each once), and the ids no job has."""
+    wanted = list(dict.fromkeys(public_ids))
+    keys = [key for key in wanted if is_public_id(key)]
+    query = views.JOBS.where(Job.public_id.in_(keys))
+    found = (
+        {job.public_id: job for job in views.job_views(session.connection(), query)} if keys else {}
+    )
+    return [found[key] for key in wanted if key in found], [k for k in wanted if k not in found]
+
+
+def filtered(
     query: Any, status: str | None, created_after: datetime | None, prompt_contains: str | None
 ) -> Any:
     if status is not None:
@@ -297,7 +335,7 @@ def count_by_status(
     session: Session, *, created_after: datetime | None = None, prompt_contains: str | None = None
 ) -> dict[str, int]:
     """How many jobs are in each status (every status named, zero included)."""
-    query = _filtered(
+    query = filtered(
         select(Job.status, func.count()).group_by(Job.status), None, created_after, prompt_contains
     )
     counts = {status.value: 0 for status in JobStatus}

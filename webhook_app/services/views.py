@@ -65,6 +65,7 @@ class JobView:
     submitted_at: datetime | None
     finished_at: datetime | None
     deadline_at: datetime
+    version: int  # bumped by every change shown here: the answer's ETag
     items: tuple[ItemView, ...]
 
 
@@ -78,7 +79,7 @@ _JOB_COLUMNS = (
     Job.prompt,
     Job.aspect_ratio,
     Job.medium,
-    Job.meta,
+    Job.meta.label("meta"),  # rows are read by name: the column is called metadata
     Job.idempotency_key,
     Job.generation_uuid,
     Job.upstream_status,
@@ -92,6 +93,7 @@ _JOB_COLUMNS = (
     Job.submitted_at,
     Job.finished_at,
     Job.deadline_at,
+    Job.version,
 )
 _ITEM_COLUMNS = (
     JobItem.uuid,
@@ -145,9 +147,24 @@ def job_view(connection: Connection, public_id: str) -> JobView | None:
     return JobView(*(*rows[0][:_JOB_FIELDS], items))
 
 
+def version_of(connection: Connection, public_id: str) -> int | None:
+    """A job's version alone (what a conditional request compares), None if there is none."""
+    if "\x00" in public_id:
+        return None
+    return connection.execute(_VERSION, {"key": public_id}).scalar()
+
+
+_VERSION = select(Job.version).where(Job.public_id == bindparam("key"))
+
+
 def job_views(connection: Connection, query: Select[Any]) -> list[JobView]:
     """The jobs a query built on JOBS selects, in its order, with their items."""
-    rows = connection.execute(query).all()
+    return views_of_rows(connection, connection.execute(query).all())
+
+
+def views_of_rows(connection: Connection, rows: Sequence[Any]) -> list[JobView]:
+    """Rows a query built on JOBS returned (extra columns after JOBS' own are ignored), with
+    their items read in one more statement."""
     if not rows:
         return []
     items: dict[int, list[ItemView]] = {row.id: [] for row in rows}

@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from webhook_app.app import error_body, services
 from webhook_app.models import Job, is_public_id, utcnow
 from webhook_app.payloads import PayloadError, parse_json
-from webhook_app.services import budgets, jobs, operator, views
+from webhook_app.services import budgets, feed, jobs, operator, views
 from webhook_app.states import JobStatus
 from webhook_app.web import waiting
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
-from webhook_app.web.serialize import delivery_json, event_json, job_json
+from webhook_app.web.serialize import delivery_json, event_json, job_etag, job_json
 from webhook_app.web.usage import request_budgets
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 # A bad query parameter or header is a 400; a bad field of a job request a 422.
-QUERY_FIELDS = ("body", "cursor", "Idempotency-Key", "created_after", "q", "wait")
+QUERY_FIELDS = (
+    "body",
+    "cursor",
+    "Idempotency-Key",
+    "created_after",
+    "q",
+    "wait",
+    "changed_after",
+    "status",
+    "limit",
+)
 MAX_QUERY_TEXT = 200
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?", re.ASCII)
 F = TypeVar("F", bound=Callable[..., Any])
+# Seconds a poller is told to wait before asking again (304s, empty feed pages).
+POLL_AGAIN = "5"
+# A cache may keep a job answer, but must ask (If-None-Match) before each use.
+REVALIDATE = "private, no-cache"
 
 
 def invalid(field: str, message: str, status: int = 422) -> Any:
@@ -35,9 +50,13 @@ def invalid(field: str, message: str, status: int = 422) -> Any:
 blueprint.before_request(authenticate)
 
 
+class BadQuery(jobs.InvalidRequest):
+    """A query parameter is wrong, whatever its name (`metadata` is also a field of a job)."""
+
+
 @blueprint.errorhandler(jobs.InvalidRequest)
 def _invalid_request(exc: jobs.InvalidRequest) -> Any:
-    status = 400 if exc.field in QUERY_FIELDS else 422
+    status = 400 if isinstance(exc, BadQuery) or exc.field in QUERY_FIELDS else 422
     return invalid(exc.field, exc.message, status)
 
 
@@ -77,14 +96,15 @@ def create_job() -> Any:
                 idempotency_key=key,
                 budgets=request_budgets(),
             )
-            body = job_json(views.view_of(job))
+            view = views.view_of(job)
+            body = job_json(view)
     except budgets.BudgetExceeded as exc:
         retry_after = str(exc.seconds_left(utcnow()))
         return jsonify({"error": exc.as_error()}), 429, {"Retry-After": retry_after}
     except jobs.IdempotencyConflict:
         message = "was already used for a different request"
         return jsonify(error_body("idempotency_conflict", f"Idempotency-Key {message}")), 409
-    headers = {"Location": body["links"]["self"]}
+    headers = {"Location": body["links"]["self"], "ETag": f'"{job_etag(view.version)}"'}
     if not created:
         headers["Idempotent-Replayed"] = "true"
     return jsonify(body), 202, headers
@@ -115,19 +135,46 @@ def _text_filter() -> str | None:
     return q
 
 
+def _status() -> str | None:
+    status = request.args.get("status")
+    if status is not None and status not in {s.value for s in JobStatus}:
+        statuses = ", ".join(s.value for s in JobStatus)
+        raise jobs.InvalidRequest("status", f"must be one of {statuses}")
+    return status
+
+
+def _limit() -> int:
+    try:
+        limit = int(request.args.get("limit", 50))
+    except ValueError:
+        raise jobs.InvalidRequest("limit", "must be an integer") from None
+    if not 1 <= limit <= jobs.MAX_PAGE:
+        raise jobs.InvalidRequest("limit", f"must be between 1 and {jobs.MAX_PAGE}")
+    return limit
+
+
+def _not_modified(tag: str) -> Response:
+    headers = {"ETag": f'"{tag}"', "Retry-After": POLL_AGAIN, "Cache-Control": REVALIDATE}
+    return Response(status=304, headers=headers)
+
+
+def _tagged(body: Any, tag: str) -> Response:
+    response = jsonify(body)
+    response.set_etag(tag)
+    response.headers["Cache-Control"] = REVALIDATE
+    return response
+
+
 @blueprint.get("/jobs")
 def list_jobs() -> Any:
+    if "changed_after" in request.args:
+        return _changes()
     args = request.args
-    status = args.get("status")
-    if status is not None and status not in {s.value for s in JobStatus}:
-        return invalid("status", f"must be one of {', '.join(s.value for s in JobStatus)}", 400)
+    for only_feed in ("wait", "metadata"):
+        if only_feed in args:
+            raise BadQuery(only_feed, "applies only to the changes feed (changed_after)")
+    status, limit = _status(), _limit()
     created_after, prompt_contains = _created_after(), _text_filter()
-    try:
-        limit = int(args.get("limit", 50))
-    except ValueError:
-        return invalid("limit", "must be an integer", 400)
-    if not 1 <= limit <= jobs.MAX_PAGE:
-        return invalid("limit", f"must be between 1 and {jobs.MAX_PAGE}", 400)
     with services().db.read() as session:
         page = jobs.list_jobs(
             session,
@@ -136,8 +183,94 @@ def list_jobs() -> Any:
             limit=limit,
             cursor=args.get("cursor") or None,
             prompt_contains=prompt_contains,
+            known=_KnownWeakly(),
         )
-        return jsonify({"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.next_cursor})
+    if page.unchanged:
+        return _not_modified(page.tag)
+    body = {"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.next_cursor}
+    return _tagged(body, page.tag)
+
+
+class _KnownWeakly:
+    """The entity tags of If-None-Match, compared as it asks (weakly)."""
+
+    def __contains__(self, tag: object) -> bool:
+        return isinstance(tag, str) and request.if_none_match.contains_weak(tag)
+
+
+def _metadata_filter() -> dict[str, Any] | None:
+    raw = request.args.get("metadata")
+    if not raw:
+        return None
+    try:
+        value = parse_json(raw.encode(), max_depth=jobs.MAX_BODY_DEPTH)
+    except PayloadError:
+        value = None
+    if not isinstance(value, dict) or not value:
+        raise BadQuery("metadata", "must be a non-empty JSON object")
+    return value
+
+
+def _changes() -> Any:
+    """The changes feed: `?changed_after=<cursor>` (or `now`, or `0`), optionally held."""
+    args = request.args
+    cursor = args["changed_after"]
+    if "cursor" in args:
+        raise jobs.InvalidRequest("cursor", "cannot be combined with changed_after")
+    feed.decode(cursor)  # a bad cursor is refused before any wait
+    filters: dict[str, Any] = {
+        "limit": _limit(),
+        "status": _status(),
+        "created_after": _created_after(),
+        "prompt_contains": _text_filter(),
+        "metadata": _metadata_filter(),
+    }
+    seconds = waiting.requested_wait(args.get("wait"), services().settings.max_wait)
+    db = services().db
+
+    def read(after: str) -> feed.Changes:
+        with db.connection() as connection:
+            return feed.changes_since(connection, after, **filters)
+
+    latest: list[feed.Changes] = []
+
+    def arrived() -> bool:
+        latest[:] = [read(latest[0].cursor if latest else cursor)]
+        return bool(latest[0].jobs or latest[0].more)
+
+    if seconds:
+        waiting.hold(current_app.extensions["webhook_app.waiters"], seconds, arrived)
+    if not latest:
+        arrived()
+    page = latest[0]
+    body = {"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.cursor, "more": page.more}
+    headers = {waiting.MAX_WAIT_HEADER: f"{services().settings.max_wait:g}"}
+    if not (page.jobs or page.more):
+        headers["Retry-After"] = POLL_AGAIN
+    return jsonify(body), 200, headers
+
+
+@blueprint.post("/jobs/batch-get")
+def batch_get_jobs() -> Any:
+    """Up to MAX_BATCH jobs by id in one request (a read: no write scope needed)."""
+    if not request.is_json:
+        return invalid("body", "must be a JSON object (Content-Type: application/json)", 400)
+    try:
+        payload = parse_json(request.get_data(), max_depth=jobs.MAX_BODY_DEPTH)
+    except PayloadError as exc:
+        return invalid("body", f"must be valid JSON ({exc})", 400)
+    ids = payload.get("ids") if isinstance(payload, dict) else None
+    if not isinstance(payload, dict):
+        return invalid("body", "must be a JSON object", 400)
+    if set(payload) - {"ids"}:
+        return invalid(sorted(set(payload) - {"ids"})[0], "is not a known field")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return invalid("ids", "must be a list of job ids")
+    if len(ids) > jobs.MAX_BATCH:
+        return invalid("ids", f"must name at most {jobs.MAX_BATCH} jobs")
+    with services().db.read() as session:
+        found, missing = jobs.jobs_by_id(session, ids)
+    return jsonify({"jobs": [job_json(j) for j in found], "missing": missing})
 
 
 def _waits(view: F) -> F:
@@ -159,9 +292,24 @@ def _waits(view: F) -> F:
 
 @blueprint.get("/jobs/<job_id>")
 @_waits
-@_found
-def get_job(session: Any, job: views.JobView) -> Any:
-    return jsonify(job_json(job))
+def get_job(job_id: str) -> Any:
+    """The job, tagged with its version; 304 by the version alone when it is unchanged."""
+    if not is_public_id(job_id):
+        return _no_job(job_id)
+    known = request.if_none_match
+    with services().db.connection() as connection:
+        if known:
+            version = views.version_of(connection, job_id)
+            if version is not None and known.contains_weak(job_etag(version)):
+                return _not_modified(job_etag(version))
+        job = views.job_view(connection, job_id)
+    if job is None:
+        return _no_job(job_id)
+    return _tagged(job_json(job), job_etag(job.version))
+
+
+def _no_job(job_id: str) -> Any:
+    return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
 
 
 @blueprint.get("/stats")
@@ -172,7 +320,11 @@ def stats() -> Any:
         counts = jobs.count_by_status(
             session, created_after=created_after, prompt_contains=prompt_contains
         )
-    return jsonify({"jobs": counts, "total": sum(counts.values())})
+    # The counts are the whole answer: a tag of them spares an unchanged answer's body.
+    tag = hashlib.blake2b(repr(sorted(counts.items())).encode(), digest_size=8).hexdigest()
+    if request.if_none_match.contains_weak(tag):
+        return _not_modified(tag)
+    return _tagged({"jobs": counts, "total": sum(counts.values())}, tag)
 
 
 @blueprint.get("/jobs/<job_id>/deliveries")
@@ -195,7 +347,9 @@ def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> 
     try:
         with svc.db.transaction() as session:
             job = action(session, job_id, now=utcnow(), **kwargs)
-            body = job_json(views.view_of(job))
+            session.flush()  # the version the commit will keep, for the answer and its ETag
+            view = views.view_of(job)
+            body = job_json(view)
     except LookupError:
         return not_found
     except operator.NotAllowed as exc:
@@ -203,7 +357,11 @@ def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> 
     except budgets.BudgetExceeded as exc:
         retry_after = str(exc.seconds_left(utcnow()))
         return jsonify({"error": exc.as_error()}), 429, {"Retry-After": retry_after}
-    return jsonify(body), 202, {"Location": body["links"]["self"]}
+    return (
+        jsonify(body),
+        202,
+        {"Location": body["links"]["self"], "ETag": f'"{job_etag(view.version)}"'},
+    )
 
 
 @blueprint.post("/jobs/<job_id>/refresh")

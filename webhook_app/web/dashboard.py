@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     Flask,
+    Request,
     abort,
     current_app,
     flash,
@@ -27,6 +28,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 from webhook_app.settings import Settings
 from webhook_app.states import TERMINAL, JobStatus
@@ -52,8 +54,19 @@ ACTIONS: dict[str, tuple[str, frozenset[str]]] = {
 }
 
 
+class DashboardSessions(SecureCookieSessionInterface):
+    """The signed session cookie, opened for the dashboard's pages only: the API and the
+    receiver never read it, so they spare building its serializer on every request."""
+
+    def open_session(self, app: Flask, incoming: Request) -> SecureCookieSession | None:
+        if incoming.path.startswith(("/api/", "/callbacks/")):
+            return None  # Flask's null session: nothing is saved
+        return super().open_session(app, incoming)
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     app.secret_key = settings.secret_key
+    app.session_interface = DashboardSessions()
     app.config.update(
         SESSION_COOKIE_NAME="webhook_app_session",
         SESSION_COOKIE_HTTPONLY=True,

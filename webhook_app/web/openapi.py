@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify
 
 from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
-from webhook_app.services.jobs import MAX_PAGE
+from webhook_app.services.jobs import MAX_BATCH, MAX_PAGE
 from webhook_app.services.progress import Outcome
 from webhook_app.states import JobStatus
 
@@ -138,6 +138,12 @@ SCHEMAS: dict[str, Any] = {
     "Job": obj(
         {
             "id": {"type": "string"},
+            "version": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "grows with every change to the job, its items or archives; "
+                "the answer's ETag is made of it",
+            },
             "kind": {"type": "string"},
             "status": {"enum": STATUSES},
             "prompt": {"type": "string"},
@@ -232,6 +238,48 @@ SCHEMAS: dict[str, Any] = {
             "next_cursor": {
                 "type": ["string", "null"],
                 "description": "pass back as `cursor` for the next page; null on the last",
+            },
+        }
+    ),
+    "ChangesPage": obj(
+        {
+            "jobs": {
+                "type": "array",
+                "items": ref("Job"),
+                "description": "jobs changed after the cursor, in the order of their last change",
+            },
+            "next_cursor": {
+                "type": "string",
+                "description": "pass back as `changed_after` for the changes after these",
+            },
+            "more": {
+                "type": "boolean",
+                "description": "more changes are there already: ask again at once",
+            },
+        }
+    ),
+    "BatchGet": obj(
+        {
+            "ids": {
+                "type": "array",
+                "maxItems": MAX_BATCH,
+                "items": {"type": "string"},
+                "description": f"job ids, at most {MAX_BATCH}",
+            }
+        },
+        additionalProperties=False,
+    ),
+    "BatchJobs": obj(
+        {
+            "jobs": {
+                "type": "array",
+                "items": ref("Job"),
+                "description": "the jobs found, in the order asked, each once",
+            },
+            "missing": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "the ids asked for that no job has",
             },
         }
     ),
@@ -337,6 +385,18 @@ TEXT = {
     "in": "query",
     "schema": {"type": "string", "maxLength": 200},
     "description": "only jobs whose prompt contains this text (case-insensitive)",
+}
+
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "schema": {"type": "string"},
+    "description": "the ETag of the answer already held: 304 when it still stands",
+}
+ETAG = {"ETag": {"schema": {"type": "string"}, "required": True}}
+NOT_MODIFIED = {
+    "description": "unchanged since the ETag given; ask again after Retry-After seconds",
+    "headers": {**ETAG, "Retry-After": {"schema": {"type": "string"}, "required": True}},
 }
 
 READ = {"401": answer("Unauthorized"), "503": answer("Unavailable")}
@@ -476,8 +536,42 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/api/v1/jobs", "get"): {
         "operationId": "listJobs",
-        "summary": "Jobs, newest first, a page at a time",
+        "summary": "Jobs, newest first, a page at a time; or, with `changed_after`, the changes",
+        "description": (
+            "Without `changed_after`: a page of jobs, newest first (`JobPage`), with an ETag "
+            "made of its jobs' versions. With `changed_after`: the changes feed "
+            "(`ChangesPage`), every job changed after the cursor in the order of the changes, "
+            "filtered like the list; an empty page says Retry-After."
+        ),
         "parameters": [
+            {
+                "name": "changed_after",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": (
+                    "the changes feed: a `next_cursor` of the feed, `now` (only changes from "
+                    "now on) or `0` (every job, then its changes)"
+                ),
+            },
+            {
+                "name": "wait",
+                "in": "query",
+                "schema": {"type": "number", "minimum": 0},
+                "description": (
+                    "with `changed_after`: hold an empty page up to this many seconds (at most "
+                    "MAX_WAIT, 25 by default)"
+                ),
+            },
+            {
+                "name": "metadata",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": (
+                    "with `changed_after`: a JSON object; only jobs whose metadata has each "
+                    "of its keys with that value"
+                ),
+            },
+            IF_NONE_MATCH,
             {"name": "status", "in": "query", "schema": {"enum": STATUSES}},
             CREATED_AFTER,
             TEXT,
@@ -494,8 +588,35 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             },
         ],
         "responses": {
-            "200": json_body(ref("JobPage"), "a page of jobs"),
+            "200": json_body(
+                {"anyOf": [ref("JobPage"), ref("ChangesPage")]},
+                "a page of jobs, or of changes",
+                headers={
+                    "ETag": {"schema": {"type": "string"}, "description": "list pages"},
+                    "Retry-After": {
+                        "schema": {"type": "string"},
+                        "description": "an empty page of changes: when to ask again",
+                    },
+                },
+            ),
+            "304": NOT_MODIFIED,
             "400": answer("BadRequest"),
+            **READ,
+        },
+    },
+    ("/api/v1/jobs/batch-get", "post"): {
+        "operationId": "batchGetJobs",
+        "summary": f"Up to {MAX_BATCH} jobs by id in one request",
+        "description": "A read: a `read` token may use it.",
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ref("BatchGet")}},
+        },
+        "responses": {
+            "200": json_body(ref("BatchJobs"), "the jobs found and the ids not found"),
+            "400": answer("BadRequest"),
+            "413": answer("TooLarge"),
+            "422": _error(f"`ids` is not a list of strings, or names over {MAX_BATCH} jobs"),
             **READ,
         },
     },
@@ -515,9 +636,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                     "names in X-Max-Wait"
                 ),
             },
+            IF_NONE_MATCH,
         ],
         "responses": {
-            "200": json_body(ref("Job"), "the job"),
+            "200": json_body(ref("Job"), "the job, with its version as ETag", headers=ETAG),
+            "304": NOT_MODIFIED,
             "400": answer("BadRequest"),
             **ONE_JOB,
         },
@@ -666,9 +789,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/api/v1/stats", "get"): {
         "operationId": "jobStats",
         "summary": "How many jobs are in each status",
-        "parameters": [CREATED_AFTER, TEXT],
+        "parameters": [CREATED_AFTER, TEXT, IF_NONE_MATCH],
         "responses": {
-            "200": json_body(ref("Stats"), "counts per status"),
+            "200": json_body(ref("Stats"), "counts per status", headers=ETAG),
+            "304": NOT_MODIFIED,
             "400": answer("BadRequest"),
             **READ,
         },

@@ -14,10 +14,20 @@ def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
+# Part of every job's ETag: a change to the shape below makes every cached answer stale.
+SHAPE = 1
+
+
+def job_etag(version: int) -> str:
+    """A job answer's entity tag (unquoted): its version, never a hash of the body."""
+    return f"{version}.{SHAPE}"
+
+
 def job_json(job: JobView) -> dict[str, Any]:
     base = f"/api/v1/jobs/{job.public_id}"
     return {
         "id": job.public_id,
+        "version": job.version,
         "kind": job.kind,
         "status": job.status,
         "prompt": job.prompt,

@@ -59,6 +59,31 @@ def requested_wait(raw: str | None, cap: float) -> float:
     return min(seconds, cap)
 
 
+def hold(
+    waiters: Waiters,
+    seconds: float,
+    done: Callable[[], bool],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> bool:
+    """Ask `done` (a short read) until it says yes or `seconds` have passed, sleeping 0.2 s
+    growing to 1 s in between. False when no waiting slot was free (answer at once)."""
+    deadline = clock() + seconds
+    interval = FIRST_CHECK_AFTER
+    with waiters.slot() as acquired:
+        if not acquired:
+            return False
+        while True:
+            if done():
+                return True
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return True
+            sleep(min(interval, remaining))
+            interval = min(interval * 1.5, LONGEST_CHECK_INTERVAL)
+
+
 def wait_until_settled(
     db: Database,
     waiters: Waiters,
@@ -72,16 +97,10 @@ def wait_until_settled(
 
     False when no waiting slot was free (the caller answers at once).
     """
-    deadline = clock() + seconds
-    interval = FIRST_CHECK_AFTER
-    with waiters.slot() as acquired:
-        if not acquired:
-            return False
-        while True:
-            with db.read() as session:
-                status = jobs.status_of(session, public_id)
-            remaining = deadline - clock()
-            if status is None or status in TERMINAL or remaining <= 0:
-                return True
-            sleep(min(interval, remaining))
-            interval = min(interval * 1.5, LONGEST_CHECK_INTERVAL)
+
+    def settled() -> bool:
+        with db.read() as session:
+            status = jobs.status_of(session, public_id)
+        return status is None or status in TERMINAL
+
+    return hold(waiters, seconds, settled, clock=clock, sleep=sleep)

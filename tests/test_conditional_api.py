@@ -1,0 +1,215 @@
+"""ETags and 304s, the changes feed and the batch read, through Flask's test client on a real
+database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.conftest import TEST_SECRET
+from tests.factories import envelope, generation
+from tests.stack import wait_until
+from webhook_app.tokens import callback_token
+
+JOBS = "/api/v1/jobs"
+
+
+def create(client: Any, auth: dict[str, str], prompt: str, **fields: Any) -> dict[str, Any]:
+    response = client.post(JOBS, json={"prompt": prompt, **fields}, headers=auth)
+    assert response.status_code == 202, response.get_json()
+    return dict(response.get_json())
+
+
+def deliver(client: Any, job_id: str, data: dict[str, Any]) -> None:
+    url = f"/callbacks/{job_id}/{callback_token(TEST_SECRET, job_id)}"
+    response = client.post(url, data=envelope(data), content_type="application/json")
+    assert response.status_code == 200, response.get_json()
+
+
+def statements(app: Any) -> list[str]:
+    """Every statement the app's engine sends from now on."""
+    sent: list[str] = []
+    engine = app.extensions["webhook_app"].db.engine
+    event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, *_: sent.append(sql))
+    return sent
+
+
+def test_a_job_answer_is_tagged_by_its_version_and_304_reads_no_item(
+    app: Any, client: Any, auth: dict[str, str]
+) -> None:
+    job = create(client, auth, "tagged")
+    path = f"{JOBS}/{job['id']}"
+    first = client.get(path, headers=auth)
+    tag = first.headers["ETag"]
+    assert tag == f'"{first.get_json()["version"]}.1"' and first.get_json()["version"] == 1
+    assert first.headers["Cache-Control"] == "private, no-cache"
+
+    sent = statements(app)
+    unchanged = client.get(path, headers={**auth, "If-None-Match": tag})
+    assert unchanged.status_code == 304 and unchanged.data == b""
+    assert unchanged.headers["ETag"] == tag and unchanged.headers["Retry-After"] == "5"
+    reads = [sql for sql in sent if sql.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1 and "job_items" not in reads[0]
+    weak = client.get(path, headers={**auth, "If-None-Match": f'"x", W/{tag}'})
+    assert weak.status_code == 304
+
+    preview = generation("preview")
+    deliver(client, job["id"], preview)
+    changed = client.get(path, headers={**auth, "If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+    assert changed.get_json()["version"] > 1 and len(changed.get_json()["items"]) == 4
+    assert client.get(path, headers={**auth, "If-None-Match": '"999.1"'}).status_code == 200
+    cancelled = client.post(f"{path}/cancel", headers=auth)
+    assert cancelled.status_code == 409  # processing now: the answer of a refusal has no tag
+    other = create(client, auth, "cancelled")
+    answer = client.post(f"{JOBS}/{other['id']}/cancel", headers=auth)
+    read_back = client.get(f"{JOBS}/{other['id']}", headers=auth)
+    assert answer.headers["ETag"] == read_back.headers["ETag"] == '"2.1"'
+    assert answer.get_json() == read_back.get_json()
+    missing = client.get(f"{JOBS}/{uuid.uuid4()}", headers={**auth, "If-None-Match": tag})
+    assert missing.status_code == 404
+
+
+def test_list_pages_and_stats_answer_304_while_nothing_changes(
+    client: Any, auth: dict[str, str]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    job = create(client, auth, f"{tag} listed")
+    create(client, auth, f"{tag} listed too")
+    query = {"q": tag}
+    page = client.get(JOBS, query_string=query, headers=auth)
+    etag = page.headers["ETag"]
+    again = client.get(JOBS, query_string=query, headers={**auth, "If-None-Match": etag})
+    assert again.status_code == 304 and again.headers["Retry-After"] == "5"
+    deliver(client, job["id"], generation("preview"))
+    moved = client.get(JOBS, query_string=query, headers={**auth, "If-None-Match": etag})
+    assert moved.status_code == 200 and len(moved.get_json()["jobs"]) == 2
+
+    stats = client.get("/api/v1/stats", query_string=query, headers=auth)
+    stats_tag = stats.headers["ETag"]
+    same = client.get(
+        "/api/v1/stats", query_string=query, headers={**auth, "If-None-Match": stats_tag}
+    )
+    assert same.status_code == 304
+    create(client, auth, f"{tag} one more")
+    more = client.get(
+        "/api/v1/stats", query_string=query, headers={**auth, "If-None-Match": stats_tag}
+    )
+    assert more.status_code == 200 and more.get_json()["total"] == 3
+
+
+def feed(client: Any, auth: dict[str, str], after: str, **query: Any) -> Any:
+    response = client.get(JOBS, query_string={"changed_after": after, **query}, headers=auth)
+    assert response.status_code == 200, response.get_json()
+    return response
+
+
+def test_the_feed_gives_changes_in_order_with_filters_and_a_new_cursor(
+    client: Any, auth: dict[str, str]
+) -> None:
+    team = {"team": uuid.uuid4().hex[:8]}
+    start = feed(client, auth, "now").get_json()
+    assert start["jobs"] == [] and start["more"] is False
+    first = create(client, auth, "feed one", metadata=team)
+    second = create(client, auth, "feed two", metadata={**team, "extra": 1})
+    create(client, auth, "another team's", metadata={"team": "other"})
+    deliver(client, first["id"], generation("preview"))  # first changes after second
+
+    mine = {"metadata": json.dumps(team)}
+
+    def both() -> Any:
+        # A writing transaction open elsewhere on the server holds the feed back a moment.
+        page = feed(client, auth, start["next_cursor"], **mine).get_json()
+        return page if len(page["jobs"]) == 2 else None
+
+    page = wait_until(both, 30, "both changes in the feed")
+    assert [(j["id"], j["status"]) for j in page["jobs"]] == [
+        (second["id"], "queued"),
+        (first["id"], "processing"),
+    ]
+    assert page["jobs"][1]["version"] == 2
+    processing = feed(client, auth, start["next_cursor"], status="processing", **mine).get_json()
+    assert [j["id"] for j in processing["jobs"]] == [first["id"]]
+
+    # A change at a time: the cursor goes on from the last change read, and a page whose
+    # change the filter left out is empty but says there is more.
+    pages, cursor = [], start["next_cursor"]
+    while not pages or pages[-1]["more"]:
+        pages.append(feed(client, auth, cursor, limit=1, **mine).get_json())
+        cursor = pages[-1]["next_cursor"]
+    assert [[j["id"] for j in p["jobs"]] for p in pages] == [[second["id"]], [], [first["id"]]]
+
+    empty = feed(client, auth, page["next_cursor"], **mine)
+    assert empty.get_json()["jobs"] == [] and empty.headers["Retry-After"] == "5"
+    everything = feed(client, auth, "0", limit=200).get_json()
+    assert everything["jobs"] and everything["more"] in (True, False)
+
+
+def test_a_held_feed_page_answers_as_soon_as_a_change_comes(
+    client: Any, auth: dict[str, str]
+) -> None:
+    team = {"team": uuid.uuid4().hex[:8]}
+    job = create(client, auth, "waited for", metadata=team)
+    cursor = feed(client, auth, "now").get_json()["next_cursor"]
+    timer = threading.Timer(0.6, deliver, args=(client, job["id"], generation("preview")))
+    started = time.monotonic()
+    timer.start()
+    try:
+        query = {"metadata": json.dumps(team), "wait": 10}
+        page = feed(client, auth, cursor, **query).get_json()
+    finally:
+        timer.join()
+    elapsed = time.monotonic() - started
+    assert [j["id"] for j in page["jobs"]] == [job["id"]]
+    assert 0.5 < elapsed < 30  # at once, unless a transaction elsewhere holds the feed back
+    started = time.monotonic()
+    quiet = feed(client, auth, page["next_cursor"], **{**query, "wait": 0.4})
+    assert quiet.get_json()["jobs"] == [] and time.monotonic() - started >= 0.4
+
+
+def test_bad_feed_parameters_are_refused_naming_them(client: Any, auth: dict[str, str]) -> None:
+    for query, field in [
+        ({"changed_after": "garbage"}, "changed_after"),
+        ({"changed_after": "eyJiZWZvcmUiOiAxfQ"}, "changed_after"),  # a list cursor
+        ({"changed_after": "now", "wait": "26"}, "wait"),
+        ({"changed_after": "now", "metadata": "[1]"}, "metadata"),
+        ({"changed_after": "now", "metadata": "{"}, "metadata"),
+        ({"changed_after": "now", "cursor": "x"}, "cursor"),
+        ({"changed_after": "now", "limit": "0"}, "limit"),
+        ({"wait": "1"}, "wait"),
+        ({"metadata": "{}"}, "metadata"),
+    ]:
+        response = client.get(JOBS, query_string=query, headers=auth)
+        assert response.status_code == 400, (query, response.get_json())
+        assert response.get_json()["error"]["field"] == field
+
+
+def test_batch_get_reads_up_to_200_jobs_and_names_the_missing(
+    client: Any, auth: dict[str, str]
+) -> None:
+    made = [create(client, auth, f"batch {n}")["id"] for n in range(3)]
+    unknown = str(uuid.uuid4())
+    asked = [made[2], unknown, made[0], made[2], "not-an-id"]
+    response = client.post(f"{JOBS}/batch-get", json={"ids": asked}, headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [job["id"] for job in body["jobs"]] == [made[2], made[0]]
+    assert body["missing"] == [unknown, "not-an-id"]
+    assert all(len(job["items"]) == 0 and job["version"] == 1 for job in body["jobs"])
+
+    for payload, field, status in [
+        ({"ids": [str(uuid.uuid4()) for _ in range(201)]}, "ids", 422),
+        ({"ids": "a,b"}, "ids", 422),
+        ({"ids": [1]}, "ids", 422),
+        ({"ids": [], "more": 1}, "more", 422),
+        ([made[0]], "body", 400),
+    ]:
+        refused = client.post(f"{JOBS}/batch-get", json=payload, headers=auth)
+        assert refused.status_code == status, payload
+        assert refused.get_json()["error"]["field"] == field
+    assert client.post(f"{JOBS}/batch-get", json={"ids": made}).status_code == 401
