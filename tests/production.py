@@ -28,6 +28,15 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "webh
 PIP = ["-m", "pip", "--disable-pip-version-check", "--no-input"]
 # What the platform waits between SIGTERM and SIGKILL (Heroku: 30 s).
 GRACE_PERIOD = 30.0
+# honcho itself, given the platform's grace period instead of its own 5 s.
+HONCHO = [
+    sys.executable,
+    "-c",
+    "import sys, honcho.manager, honcho.command; "
+    f"honcho.manager.KILL_WAIT = {GRACE_PERIOD:g}; sys.argv[0] = 'honcho'; "
+    "honcho.command.main()",
+    "--no-colour",
+]
 
 
 def export_app(dest: Path) -> Path:
@@ -127,7 +136,7 @@ class Formation:
 
     def honcho(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "honcho", "--no-colour", *args],
+            [*HONCHO, *args],
             cwd=self.app_dir,
             env=self.env,
             capture_output=True,
@@ -180,7 +189,7 @@ class Formation:
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=GRACE_PERIOD)
+            self.process.wait(timeout=GRACE_PERIOD + 5)
         finally:
             self.kill()
         return time.monotonic() - started

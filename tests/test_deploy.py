@@ -23,7 +23,15 @@ import requests
 from packaging.requirements import Requirement
 
 from tests.conftest import REQUIRE_SERVICES, create_postgres_database, drop_postgres_database
-from tests.production import ROOT, Formation, export_app, normalise, pinned, production_venv
+from tests.production import (
+    GRACE_PERIOD,
+    ROOT,
+    Formation,
+    export_app,
+    normalise,
+    pinned,
+    production_venv,
+)
 from tests.stack import free_port, wait_until
 from webhook_app.client import Client
 
@@ -363,7 +371,7 @@ def test_the_procfile_runs_a_job_to_completion_and_stops_on_sigterm_losing_nothi
         # A deploy or a dyno restart: SIGTERM to every process while jobs are under way.
         more = [client.create_job(f"a harbour at dusk {n}")["id"] for n in range(6)]
         stopped_in = formation.terminate()
-        assert stopped_in < 30, formation.output()
+        assert stopped_in < GRACE_PERIOD, formation.output()
         assert formation.leftovers() == [], formation.output()
         # Every process ended by itself: nothing killed, no task cut short.
         assert "SIGKILL" not in formation.output()
