@@ -160,7 +160,7 @@ def test_a_held_feed_page_answers_as_soon_as_a_change_comes(
     started = time.monotonic()
     timer.start()
     try:
-        query = {"metadata": json.dumps(team), "wait": 10}
+        query = {"metadata": json.dumps(team), "wait": 25}
         page = feed(client, auth, cursor, **query).get_json()
     finally:
         timer.join()

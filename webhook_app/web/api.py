@@ -60,6 +60,16 @@ def _invalid_request(exc: jobs.InvalidRequest) -> Any:
     return invalid(exc.field, exc.message, status)
 
 
+def _json_body() -> Any:
+    """The request's body as JSON, or a 400 naming `body`."""
+    if not request.is_json:
+        raise jobs.InvalidRequest("body", "must be a JSON object (Content-Type: application/json)")
+    try:
+        return parse_json(request.get_data(), max_depth=jobs.MAX_BODY_DEPTH)
+    except PayloadError as exc:
+        raise jobs.InvalidRequest("body", f"must be valid JSON ({exc})") from None
+
+
 def _found(view: F) -> F:
     """Resolve <job_id> to a Job in a reading session, or answer 404."""
 
@@ -78,13 +88,7 @@ def _found(view: F) -> F:
 @requires_scope(WRITE)
 def create_job() -> Any:
     svc = services()
-    if not request.is_json:
-        return invalid("body", "must be a JSON object (Content-Type: application/json)", 400)
-    try:
-        payload = parse_json(request.get_data(), max_depth=jobs.MAX_BODY_DEPTH)
-    except PayloadError as exc:
-        return invalid("body", f"must be valid JSON ({exc})", 400)
-    job_request = jobs.JobRequest.from_mapping(payload)
+    job_request = jobs.JobRequest.from_mapping(_json_body())
     key = request.headers.get("Idempotency-Key")
     try:
         with svc.db.transaction() as session:
@@ -253,12 +257,7 @@ def _changes() -> Any:
 @blueprint.post("/jobs/batch-get")
 def batch_get_jobs() -> Any:
     """Up to MAX_BATCH jobs by id in one request (a read: no write scope needed)."""
-    if not request.is_json:
-        return invalid("body", "must be a JSON object (Content-Type: application/json)", 400)
-    try:
-        payload = parse_json(request.get_data(), max_depth=jobs.MAX_BODY_DEPTH)
-    except PayloadError as exc:
-        return invalid("body", f"must be valid JSON ({exc})", 400)
+    payload = _json_body()
     ids = payload.get("ids") if isinstance(payload, dict) else None
     if not isinstance(payload, dict):
         return invalid("body", "must be a JSON object", 400)
