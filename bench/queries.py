@@ -169,14 +169,7 @@ class Queries:
                 jobs.list_jobs(session, limit=50, **arguments)
             event.remove(db.engine, "before_cursor_execute", capture)
             for index, (statement, parameters) in enumerate(captured):
-                with db.engine.connect() as connection:
-                    plan = (
-                        connection.exec_driver_sql(
-                            "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) " + statement, parameters
-                        )
-                        .scalars()
-                        .all()
-                    )
+                plan = database.explain(db.engine, statement, parameters)
                 sequential |= any("Seq Scan" in line for line in plan)
                 what = "jobs" if index == 0 else "their items"
                 blocks.append(

@@ -162,14 +162,7 @@ class Watching:
                 feed.changes_since(connection, cursor, limit=50, status=status)
             event.remove(db.engine, "before_cursor_execute", capture)
             statement, parameters = captured[1]  # after the horizon's probe: the page
-            with db.engine.connect() as connection:
-                plan = (
-                    connection.exec_driver_sql(
-                        "EXPLAIN (ANALYZE, COSTS OFF, BUFFERS) " + statement, parameters
-                    )
-                    .scalars()
-                    .all()
-                )
+            plan = database.explain(db.engine, statement, parameters)
             sequential |= any("Seq Scan" in line for line in plan)
             blocks.append(f"{title}:\n\n```\n" + "\n".join(plan) + "\n```\n")
         db.dispose()

@@ -195,9 +195,6 @@ def jobs() -> Any:
     cursor = request.args.get("cursor") or None
     page = _api("GET", "/api/v1/jobs", query={**filters, "cursor": cursor, "limit": PAGE_SIZE})
     stats = _api("GET", "/api/v1/stats", query={"q": filters["q"]})
-    usage = _api("GET", "/api/v1/usage")
-    upstream = _api("GET", "/api/v1/upstream")
-    workers = _api("GET", "/api/v1/workers")
     if not page.ok:
         flash(page.message, "error")
     listed = page.body["jobs"] if page.ok else []
@@ -212,12 +209,23 @@ def jobs() -> Any:
         "running": any(job["status"] in RUNNING for job in listed),
         # The first page also looks for new jobs now and then; later pages only while running.
         "idle_refresh": cursor is None,
+    }
+    if request.args.get("partial"):
+        # The list alone, refreshed every few seconds: the banners stay as the page drew them.
+        return render_template("dashboard/_jobs.html", **context)
+    return render_template("dashboard/jobs.html", **context, **_deployment_state())
+
+
+def _deployment_state() -> dict[str, Any]:
+    """What the page says above the list: usage, a paused upstream, workers not working."""
+    usage = _api("GET", "/api/v1/usage")
+    upstream = _api("GET", "/api/v1/upstream")
+    workers = _api("GET", "/api/v1/workers")
+    return {
         "usage": usage.body if usage.ok else None,
         "upstream": upstream.body if upstream.ok else None,
         "workers": workers.body["summary"] if workers.ok else None,
     }
-    template = "dashboard/_jobs.html" if request.args.get("partial") else "dashboard/jobs.html"
-    return render_template(template, **context)
 
 
 @blueprint.post("/jobs")
