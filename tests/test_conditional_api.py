@@ -154,8 +154,14 @@ def test_a_held_feed_page_answers_as_soon_as_a_change_comes(
     client: Any, auth: dict[str, str]
 ) -> None:
     team = {"team": uuid.uuid4().hex[:8]}
-    job = create(client, auth, "waited for", metadata=team)
     cursor = feed(client, auth, "now").get_json()["next_cursor"]
+    job = create(client, auth, "waited for", metadata=team)
+    # Past its creation first: a transaction elsewhere on the server may hold it back a while.
+    for _ in range(10):
+        page = feed(client, auth, cursor, metadata=json.dumps(team), wait=5).get_json()
+        cursor = page["next_cursor"]
+        if [j["id"] for j in page["jobs"]] == [job["id"]]:
+            break
     timer = threading.Timer(0.6, deliver, args=(client, job["id"], generation("preview")))
     started = time.monotonic()
     timer.start()
