@@ -494,8 +494,11 @@ def test_duplicates_send_each_message_that_many_times(
 
     deliveries = receiver.wait_for(6)
 
+    # The preview and the final are sent by separate senders when each is due, so on a slow
+    # machine the final's copies may start before the preview's last copy: count, not order.
     statuses = _stage_statuses(deliveries, "status")
-    assert statuses == ["processing"] * 3 + ["completed"] * 3
+    assert sorted(statuses) == ["completed"] * 3 + ["processing"] * 3
+    assert len({delivery.body for delivery in deliveries}) == 2
     assert stats(sandbox)["callbacks"]["sent"] == 6
 
 
