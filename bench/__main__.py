@@ -25,7 +25,7 @@ from bench.report import compose
 from bench.system import ensure_wrk, load_average, machine, versions
 from bench.watching import Watching
 from tests.stack import Stack
-from webhook_app.migrate import upgrade
+from webhook_app.infra.migrate import upgrade
 from webhook_app.settings import normalize_database_url
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

@@ -21,11 +21,11 @@ from bench.kit import Kit, round_trips
 from bench.noop_worker import NOOP
 from bench.system import CpuMeter, load_average
 from tests.stack import wait_until
-from webhook_app.queue import make_celery
+from webhook_app.infra.queue import make_celery
 from webhook_app.settings import Settings
 
 RECEIVED = re.compile(r"Task (\S+)\[[^\]]+\] received")
-# The worker logs one line per task it ran, whatever its outcome (webhook_app.logs).
+# The worker logs one line per task it ran, whatever its outcome (webhook_app.infra.logs).
 ENDED = re.compile(r"\btask finished \[outcome=")
 
 

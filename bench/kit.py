@@ -16,11 +16,11 @@ from bench.reference import APP as REFERENCE_APP
 from bench.reference import Base as ReferenceBase
 from bench.system import CpuMeter, CpuShare, children, named, rss_mib, tree
 from tests.stack import Stack, free_port, wait_until
-from webhook_app.db import make_engine
-from webhook_app.queue import make_celery
-from webhook_app.serving import gunicorn_argv
+from webhook_app.infra.db import make_engine
+from webhook_app.infra.queue import make_celery
+from webhook_app.infra.statement_counts import read_totals
 from webhook_app.settings import Settings
-from webhook_app.statement_counts import read_totals
+from webhook_app.tools.serving import gunicorn_argv
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from functools import cache
 import redis
 from celery import Celery
 
-from webhook_app.queue import make_celery
-from webhook_app.serving import worker_argv
+from webhook_app.infra.queue import make_celery
 from webhook_app.settings import Settings
+from webhook_app.tools.serving import worker_argv
 
 NOOP = "bench.noop"
 

@@ -25,7 +25,7 @@ from pyinstrument import Profiler
 from bench import database
 from bench.__main__ import DEFAULT_POSTGRES, DEFAULT_REDIS, loopback
 from bench.ingestion import callback_requests
-from webhook_app.migrate import upgrade
+from webhook_app.infra.migrate import upgrade
 from webhook_app.sandbox import SandboxKnobs, SandboxServer
 from webhook_app.settings import normalize_database_url
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_paths(url, args.calls)
     finally:
         sandbox.stop()
-        from webhook_app.queue import make_celery
+        from webhook_app.infra.queue import make_celery
         from webhook_app.settings import Settings
 
         with make_celery(Settings.from_env()).connection_for_write() as connection:

@@ -15,7 +15,7 @@ from bench.figures import Figure, ratio, verdict
 from bench.http_load import write_requests
 from bench.kit import Kit
 from bench.system import load_average
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
 from webhook_app.services import jobs
 from webhook_app.services.jobs import encode_cursor
 

@@ -16,7 +16,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy import DateTime, LargeBinary, String, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from webhook_app.db import make_engine
+from webhook_app.infra.db import make_engine
 from webhook_app.settings import Settings
 
 APP = "bench.reference:create_app()"

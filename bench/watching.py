@@ -17,10 +17,10 @@ from bench.figures import Figure, percentile, ratio, verdict
 from bench.http_load import write_requests
 from bench.kit import Kit
 from bench.system import CpuMeter, load_average
-from webhook_app.client import Client
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
 from webhook_app.models import Job
 from webhook_app.services import feed
+from webhook_app.tools.client import Client
 
 FIRST_ID = 90_000_000  # far above the other sections' jobs
 UNCHANGED = '"1.1"'  # the ETag of a bulk-loaded job: version 1

@@ -7,7 +7,7 @@ from typing import Any
 
 from alembic import context
 
-from webhook_app.db import make_engine
+from webhook_app.infra.db import make_engine
 from webhook_app.models import Base, UTCDateTime
 from webhook_app.settings import Settings
 

@@ -13,9 +13,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from webhook_app.db import Database
-from webhook_app.migrate import upgrade
-from webhook_app.queue import Enqueuer
+from webhook_app.infra.db import Database
+from webhook_app.infra.migrate import upgrade
+from webhook_app.infra.queue import Enqueuer
 from webhook_app.settings import Settings, normalize_database_url
 
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from webhook_app.client import Client
+from webhook_app.tools.client import Client
 
 
 def free_port() -> int:

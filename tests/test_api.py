@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import RecordingEnqueuer
+from webhook_app.infra.queue import SUBMIT_JOB
 from webhook_app.models import Job, utcnow
-from webhook_app.queue import SUBMIT_JOB
 from webhook_app.settings import Settings
 
 

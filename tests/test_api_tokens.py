@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from webhook_app.cli import main
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
+from webhook_app.infra.refusals import refusal_counts
 from webhook_app.models import ApiToken, utcnow
-from webhook_app.security import refusal_counts
 from webhook_app.services import api_tokens
+from webhook_app.tools.cli import main
 
 
 def mint(database: Database, scope: str, name: str = "test") -> tuple[int, str]:

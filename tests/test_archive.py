@@ -16,10 +16,10 @@ from sqlalchemy import event, select
 from tests.factories import T0, generation, make_job
 from tests.stack import free_port
 from webhook_app.archive.storage import LocalStorage
-from webhook_app.db import Database
-from webhook_app.kinds.image_generation import read_generation
+from webhook_app.depositphotos.kinds.image_generation import read_generation
+from webhook_app.infra.db import Database
+from webhook_app.infra.queue import ARCHIVE_ITEMS
 from webhook_app.models import ItemArchive, JobItem
-from webhook_app.queue import ARCHIVE_ITEMS
 from webhook_app.sandbox import SandboxKnobs, SandboxServer
 from webhook_app.services import archive
 from webhook_app.services.progress import apply_report

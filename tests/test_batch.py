@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook_app.batch import BatchFileError, Line, Outcome, outcomes_table, read_batch, tally
+from webhook_app.tools.batch import BatchFileError, Line, Outcome, outcomes_table, read_batch, tally
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

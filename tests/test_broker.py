@@ -9,7 +9,7 @@ from typing import Any
 from kombu import Connection
 from sqlalchemy import event
 
-from webhook_app import broker
+from webhook_app.infra import broker
 
 
 def test_a_queue_another_process_created_first_is_used_not_fatal(tmp_path: Path) -> None:
@@ -42,7 +42,7 @@ def test_a_queue_another_process_created_first_is_used_not_fatal(tmp_path: Path)
 
 
 def test_a_broker_file_in_a_folder_that_does_not_exist_yet_works(tmp_path: Path) -> None:
-    from webhook_app.queue import make_celery
+    from webhook_app.infra.queue import make_celery
     from webhook_app.settings import Settings
 
     url = f"sqla+sqlite:///{tmp_path}/fresh/var/celery-broker.sqlite3"
@@ -56,7 +56,7 @@ def test_a_broker_file_in_a_folder_that_does_not_exist_yet_works(tmp_path: Path)
 def test_tls_brokers_get_the_certificate_checking_settings_ask_for(tmp_path: Path) -> None:
     import ssl
 
-    from webhook_app.queue import broker_tls, describe_broker, make_celery
+    from webhook_app.infra.queue import broker_tls, describe_broker, make_celery
     from webhook_app.settings import Settings
 
     rediss = Settings(broker_url="rediss://:s3cret@redis.internal:6380/0")

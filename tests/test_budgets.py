@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.conftest import RecordingEnqueuer
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
 from webhook_app.models import Job, utcnow
 from webhook_app.services import budgets
 from webhook_app.services.api_tokens import create_token

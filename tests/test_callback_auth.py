@@ -15,9 +15,9 @@ from sqlalchemy import event
 from tests.conftest import TEST_SECRET, RecordingEnqueuer
 from tests.factories import envelope, generation
 from webhook_app.app import create_app
-from webhook_app.security import refusal_counts
+from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.infra.refusals import refusal_counts
 from webhook_app.settings import Settings
-from webhook_app.tokens import callback_token
 
 NEW_SECRET = "the-new-callback-secret"
 

@@ -34,7 +34,7 @@ from tests.chaos import (
 )
 from tests.factories import envelope
 from tests.stack import Stack, free_port, wait_until
-from webhook_app.tokens import callback_token
+from webhook_app.infra.callback_tokens import callback_token
 
 pytestmark = pytest.mark.chaos
 

@@ -23,7 +23,7 @@ from tests.test_upstream import (
     store_with,
     success,
 )
-from webhook_app.upstream import (
+from webhook_app.depositphotos.client import (
     AuthenticationError,
     CredentialsRefused,
     NotFound,

@@ -1,4 +1,4 @@
-"""webhook_app.client against the real app and database, through an in-process transport."""
+"""webhook_app.tools.client against the real app and database, through an in-process transport."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import TEST_TOKEN
 from tests.test_query_api import complete
 from tests.wsgi_transport import session_for
-from webhook_app import client as api
+from webhook_app.tools import client as api
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from sqlalchemy import event
 from tests.conftest import TEST_SECRET
 from tests.factories import envelope, generation
 from tests.stack import wait_until
-from webhook_app.tokens import callback_token
+from webhook_app.infra.callback_tokens import callback_token
 
 JOBS = "/api/v1/jobs"
 

@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import TEST_SECRET, TEST_TOKEN, RecordingEnqueuer
 from tests.factories import envelope, generation
-from webhook_app.queue import REFRESH_JOB
-from webhook_app.tokens import callback_token
+from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.infra.queue import REFRESH_JOB
 
 
 def csrf(page: Any) -> str:

@@ -33,7 +33,7 @@ from tests.production import (
     production_venv,
 )
 from tests.stack import free_port, wait_until
-from webhook_app.client import Client
+from webhook_app.tools.client import Client
 
 PACKAGE_MANAGER_FILES = ("requirements.txt", "uv.lock", "poetry.lock", "Pipfile.lock", "Pipfile")
 

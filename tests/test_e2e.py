@@ -11,8 +11,8 @@ import requests
 from celery import Celery
 
 from tests.stack import Stack, wait_until
-from webhook_app.client import ApiError
-from webhook_app.queue import CREATE_JOB
+from webhook_app.infra.queue import CREATE_JOB
+from webhook_app.tools.client import ApiError
 
 pytestmark = pytest.mark.e2e
 

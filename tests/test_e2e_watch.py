@@ -11,8 +11,8 @@ import pytest
 import requests
 
 from tests.stack import Stack, wait_until
-from webhook_app.client import Client
 from webhook_app.states import JobStatus, rank
+from webhook_app.tools.client import Client
 
 pytestmark = pytest.mark.e2e
 

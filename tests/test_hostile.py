@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import TEST_SECRET
 from tests.factories import envelope, generation
-from webhook_app.tokens import callback_token
+from webhook_app.infra.callback_tokens import callback_token
 
 CORPUS = Path(__file__).parent / "fixtures" / "hostile"
 MANIFEST: dict[str, dict[str, str]] = json.loads((CORPUS / "manifest.json").read_text())

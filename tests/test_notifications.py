@@ -15,10 +15,10 @@ from standardwebhooks import Webhook
 from tests.conftest import RecordingEnqueuer
 from tests.factories import T0, generation, make_job
 from tests.subscriber import Subscriber
-from webhook_app.db import Database
-from webhook_app.kinds.image_generation import read_generation
+from webhook_app.depositphotos.kinds.image_generation import read_generation
+from webhook_app.infra.db import Database
+from webhook_app.infra.queue import DELIVER_NOTIFICATION
 from webhook_app.models import Job, Notification, Subscription, utcnow
-from webhook_app.queue import DELIVER_NOTIFICATION
 from webhook_app.services import notifications
 from webhook_app.services.progress import apply_report, move
 from webhook_app.services.subscriptions import create_subscription, wants

@@ -14,11 +14,11 @@ from celery import Celery
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.test_upstream import EXPIRED, ScriptedTransport, logged_in, make_client
-from webhook_app import logs
 from webhook_app.app import create_app
-from webhook_app.queue import SUBMIT_JOB, Enqueuer
+from webhook_app.depositphotos.client import AuthenticationError
+from webhook_app.infra import logs
+from webhook_app.infra.queue import SUBMIT_JOB, Enqueuer
 from webhook_app.settings import Settings, SettingsError
-from webhook_app.upstream import AuthenticationError
 from workers.observability import queue_lag
 
 

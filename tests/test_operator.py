@@ -7,7 +7,7 @@ from typing import Any
 from tests.conftest import RecordingEnqueuer
 from tests.factories import envelope, generation
 from tests.test_receiver import post
-from webhook_app.queue import REFRESH_JOB, SUBMIT_JOB
+from webhook_app.infra.queue import REFRESH_JOB, SUBMIT_JOB
 
 
 def create(client: Any, auth: dict[str, str], prompt: str = "an owl") -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from tests.factories import make_job
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
 from webhook_app.services import submission, upstream_state
 from webhook_app.services.pace import DatabasePacer, RedisPacer
 from webhook_app.states import JobStatus

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from webhook_app.kinds.image_generation import UPSTREAM_STATUSES, read_generation
-from webhook_app.payloads import (
+from webhook_app.depositphotos.kinds.image_generation import UPSTREAM_STATUSES, read_generation
+from webhook_app.depositphotos.payloads import (
     MAX_DEPTH,
     PayloadError,
     ReportedFailure,
     decode_body,
     unwrap_envelope,
 )
-from webhook_app.reports import Report
+from webhook_app.depositphotos.reports import Report
 from webhook_app.states import JobStatus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "callbacks"

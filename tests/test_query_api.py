@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import TEST_SECRET
 from tests.factories import envelope, generation
 from webhook_app.app import create_app
+from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.services import jobs
 from webhook_app.settings import Settings
-from webhook_app.tokens import callback_token
 from webhook_app.web import waiting
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.conftest import TEST_SECRET, RecordingEnqueuer
 from tests.factories import envelope, generation
-from webhook_app.queue import ENRICH_JOB, REFRESH_JOB
-from webhook_app.tokens import callback_token
+from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.infra.queue import ENRICH_JOB, REFRESH_JOB
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from webhook_app.db import Database
-from webhook_app.models import UpstreamSession
-from webhook_app.redaction import (
+from webhook_app.depositphotos.client import CachedSession
+from webhook_app.infra.db import Database
+from webhook_app.infra.redaction import (
     REDACTED,
     Redactor,
     install_redaction,
@@ -18,9 +18,9 @@ from webhook_app.redaction import (
     remember_secret,
     settings_secrets,
 )
+from webhook_app.models import UpstreamSession
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
 from webhook_app.settings import Settings
-from webhook_app.upstream import CachedSession
 
 JOB = "6f1c2d3e-0000-4000-8000-000000000001"
 TOKEN = "Zm9vYmFyYmF6cXV4cXV1eF9fLS1hYmNk"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from webhook_app.security import Refusals, source_allowed
+from webhook_app.infra.refusals import Refusals, source_allowed
 from webhook_app.settings import Settings, SettingsError
 from webhook_app.web.headers import HTML_POLICY, OTHER_POLICY
 
@@ -24,7 +24,7 @@ class FakeClock:
 def test_refusals_are_counted_and_the_log_is_throttled(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     refusals = Refusals(window=10, lines=3, clock=clock)
-    with caplog.at_level(logging.WARNING, logger="webhook_app.security"):
+    with caplog.at_level(logging.WARNING, logger="webhook_app.infra.refusals"):
         for n in range(10):
             refusals.refuse("callback_not_found", f"203.0.113.{n}")
         clock.now = 10.5

@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from webhook_app.tokens import callback_token, matches_any, verify_callback_token
+from webhook_app.infra.callback_tokens import callback_token, matches_any, verify_callback_token
 
 SECRET = "callback-secret-current"
 OLD_SECRET = "callback-secret-previous"

@@ -15,7 +15,7 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 
-from webhook_app.upstream import (
+from webhook_app.depositphotos.client import (
     AuthenticationError,
     CachedSession,
     ConnectionFailed,

@@ -1,3 +1,3 @@
-from webhook_app.cli import main
+from webhook_app.tools.cli import main
 
 main()

@@ -13,10 +13,10 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webhook_app.archive.storage import Storage, storage_from_settings
-from webhook_app.db import Database
-from webhook_app.logs import configure_logging
-from webhook_app.queue import Enqueuer, make_celery
-from webhook_app.redaction import Redactor, install_redaction
+from webhook_app.infra.db import Database
+from webhook_app.infra.logs import configure_logging
+from webhook_app.infra.queue import Enqueuer, make_celery
+from webhook_app.infra.redaction import Redactor, install_redaction
 from webhook_app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from celery import Celery
 
 import workers.heartbeat
 import workers.observability  # noqa: F401 - connects the logging and task signals
-from webhook_app.queue import make_celery
-from webhook_app.redaction import install_redaction
+from webhook_app.infra.queue import make_celery
+from webhook_app.infra.redaction import install_redaction
 from webhook_app.settings import Settings
 
 

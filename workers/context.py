@@ -11,14 +11,14 @@ from celery import current_app
 from celery.signals import worker_process_init
 
 from webhook_app.archive.storage import Storage, storage_from_settings
-from webhook_app.db import Database
+from webhook_app.depositphotos.client import DepositphotosClient, Pacer
+from webhook_app.infra.db import Database
+from webhook_app.infra.queue import Enqueuer, broker_tls
+from webhook_app.infra.redaction import install_redaction
 from webhook_app.models import utcnow
-from webhook_app.queue import Enqueuer, broker_tls
-from webhook_app.redaction import install_redaction
 from webhook_app.services.pace import make_pacer
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
 from webhook_app.settings import Settings
-from webhook_app.upstream import DepositphotosClient, Pacer
 
 
 @dataclass

@@ -18,10 +18,10 @@ from typing import Any
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from kombu import Connection
 
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
+from webhook_app.infra.queue import broker_tls, describe_broker
+from webhook_app.infra.redaction import Redactor, settings_secrets
 from webhook_app.models import utcnow
-from webhook_app.queue import broker_tls, describe_broker
-from webhook_app.redaction import Redactor, settings_secrets
 from webhook_app.services import heartbeats
 from webhook_app.settings import Settings
 

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Task
 from celery.signals import setup_logging, task_postrun, task_prerun
 
-from webhook_app import logs, metrics
+from webhook_app.infra import logs, metrics
 from webhook_app.settings import Settings
 
 log = logging.getLogger("webhook_app.tasks")

@@ -18,10 +18,20 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, lazyload
 
-from webhook_app import metrics
-from webhook_app.kinds import image_generation as kind
-from webhook_app.models import Job, JobItem
-from webhook_app.queue import (
+from webhook_app.depositphotos.client import (
+    AuthenticationError,
+    CredentialsRefused,
+    NotFound,
+    OutcomeUnknown,
+    Throttled,
+    TransientError,
+    UpstreamError,
+    ValidationError,
+)
+from webhook_app.depositphotos.kinds import image_generation as kind
+from webhook_app.infra import metrics
+from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.infra.queue import (
     ARCHIVE_ITEMS,
     CREATE_JOB,
     DELIVER_NOTIFICATION,
@@ -33,6 +43,7 @@ from webhook_app.queue import (
     REFRESH_JOB,
     SUBMIT_JOB,
 )
+from webhook_app.models import Job, JobItem
 from webhook_app.services import (
     archive,
     budgets,
@@ -45,17 +56,6 @@ from webhook_app.services import (
 )
 from webhook_app.services.progress import apply_report
 from webhook_app.services.reconcile import Schedule, plan_reconciliation
-from webhook_app.tokens import callback_token
-from webhook_app.upstream import (
-    AuthenticationError,
-    CredentialsRefused,
-    NotFound,
-    OutcomeUnknown,
-    Throttled,
-    TransientError,
-    UpstreamError,
-    ValidationError,
-)
 from workers.context import context
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ import requests
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
-from webhook_app import logs, metrics
 from webhook_app.archive.fetch import Fetched, FetchError, fetch_image
 from webhook_app.archive.images import EXTENSIONS
 from webhook_app.archive.storage import Storage, StorageError
-from webhook_app.db import Database, after_commit
+from webhook_app.infra import logs, metrics
+from webhook_app.infra.db import Database, after_commit
+from webhook_app.infra.queue import ARCHIVE_ITEMS
 from webhook_app.models import ItemArchive, Job, JobItem
-from webhook_app.queue import ARCHIVE_ITEMS
 
 PENDING, ARCHIVED, FAILED = "pending", "archived", "failed"
 MAX_ATTEMPTS = 8

@@ -13,11 +13,16 @@ from sqlalchemy import Table, bindparam, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from webhook_app.db import after_commit
-from webhook_app.kinds.image_generation import read_generation
+from webhook_app.depositphotos.kinds.image_generation import read_generation
+from webhook_app.depositphotos.payloads import (
+    PayloadError,
+    ReportedFailure,
+    decode_body,
+    unwrap_envelope,
+)
+from webhook_app.infra.db import after_commit
+from webhook_app.infra.queue import REFRESH_JOB
 from webhook_app.models import Delivery, Job
-from webhook_app.payloads import PayloadError, ReportedFailure, decode_body, unwrap_envelope
-from webhook_app.queue import REFRESH_JOB
 from webhook_app.services.jobs import lock_job
 from webhook_app.services.progress import NEEDS_CONFIRMATION, Applied, Outcome, apply_report
 

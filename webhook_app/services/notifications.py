@@ -21,13 +21,13 @@ import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from webhook_app import metrics
-from webhook_app.db import Database, after_commit
+from webhook_app.infra import metrics
+from webhook_app.infra.db import Database, after_commit
+from webhook_app.infra.queue import DELIVER_NOTIFICATION
+from webhook_app.infra.signing import signed_headers
 from webhook_app.models import Job, Notification, NotificationAttempt, Subscription
-from webhook_app.queue import DELIVER_NOTIFICATION
 from webhook_app.services.archive import image_path
 from webhook_app.services.subscriptions import wants
-from webhook_app.signing import signed_headers
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 # Delays before the 2nd, 3rd... attempt (the Standard Webhooks suggestion): about a day.

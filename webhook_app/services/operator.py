@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from webhook_app.db import after_commit
+from webhook_app.infra.db import after_commit
+from webhook_app.infra.queue import REFRESH_JOB
 from webhook_app.models import Job
-from webhook_app.queue import REFRESH_JOB
 from webhook_app.services.budgets import Budget
 from webhook_app.services.jobs import JobRequest, create_job, lock_job
 from webhook_app.services.progress import move, record_event

@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from webhook_app.db import Database
+from webhook_app.depositphotos.client import Pacer, Unpaced
+from webhook_app.infra.db import Database
 from webhook_app.models import UpstreamState
 from webhook_app.services.upstream_state import NAME, ensure_row
-from webhook_app.upstream import Pacer, Unpaced
 
 # KEYS: next free slot, slowed until. ARGV: interval, max_wait; 0 means no interval.
 _RESERVE = """

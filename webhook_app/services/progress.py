@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from webhook_app.db import after_commit
+from webhook_app.depositphotos.reports import Report
+from webhook_app.infra.db import after_commit
+from webhook_app.infra.queue import ENRICH_JOB, JOB_FINISHED
 from webhook_app.models import Event, Job, JobItem
-from webhook_app.queue import ENRICH_JOB, JOB_FINISHED
-from webhook_app.reports import Report
 from webhook_app.services.archive import request_archives
 from webhook_app.services.notifications import notify_finished
 from webhook_app.states import FINAL, TERMINAL, JobStatus, can_move, rank

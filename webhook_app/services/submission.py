@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from webhook_app.depositphotos.client import UpstreamError
+from webhook_app.depositphotos.reports import Report
 from webhook_app.models import Job, UpstreamState
-from webhook_app.reports import Report
 from webhook_app.services.jobs import NOT_ENQUEUED, lock_job
 from webhook_app.services.progress import Applied, apply_report, move, record_event
 from webhook_app.services.upstream_state import NAME, ensure_row
 from webhook_app.states import JobStatus
-from webhook_app.upstream import UpstreamError
 
 IN_FLIGHT = "in_flight"
 RETRY = "retry"

@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from webhook_app.infra.signing import new_secret
 from webhook_app.models import Job, Subscription
 from webhook_app.services.jobs import InvalidRequest, holds_nul
-from webhook_app.signing import new_secret
 from webhook_app.states import TERMINAL
 
 FIELDS = frozenset({"url", "statuses", "metadata", "description"})

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from webhook_app.db import Database
+from webhook_app.depositphotos.client import CachedSession
+from webhook_app.infra.db import Database
 from webhook_app.models import UpstreamSession
-from webhook_app.upstream import CachedSession
 
 log = logging.getLogger(__name__)
 

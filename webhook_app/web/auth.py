@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 from flask import g, jsonify, request
 
 from webhook_app.app import error_body, services
-from webhook_app.security import API_SCOPE, API_UNAUTHENTICATED, refuse
+from webhook_app.infra.callback_tokens import matches_any
+from webhook_app.infra.refusals import API_SCOPE, API_UNAUTHENTICATED, refuse
 from webhook_app.services import api_tokens
 from webhook_app.services.api_tokens import READ, WRITE
-from webhook_app.tokens import matches_any
 
 __all__ = ["READ", "WRITE", "authenticate", "requires_scope"]
 

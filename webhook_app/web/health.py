@@ -8,8 +8,8 @@ from flask import Blueprint, jsonify
 from sqlalchemy import text
 
 from webhook_app.app import services
+from webhook_app.infra.queue import describe_broker
 from webhook_app.models import utcnow
-from webhook_app.queue import describe_broker
 from webhook_app.services import heartbeats
 from webhook_app.services.upstream_state import current_pause
 

@@ -8,7 +8,7 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
-from webhook_app import logs, metrics
+from webhook_app.infra import logs, metrics
 
 log = logging.getLogger("webhook_app.http")
 blueprint = Blueprint("observe", __name__)

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
 
-from webhook_app.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
+from webhook_app.depositphotos.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.services.jobs import MAX_BATCH, MAX_PAGE
 from webhook_app.services.progress import Outcome
 from webhook_app.states import JobStatus

@@ -19,10 +19,11 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from webhook_app import metrics
 from webhook_app.app import error_body, services
+from webhook_app.infra import metrics
+from webhook_app.infra.callback_tokens import verify_callback_token
+from webhook_app.infra.refusals import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
 from webhook_app.models import is_public_id, new_public_id, utcnow
-from webhook_app.security import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
 from webhook_app.services.deliveries import (
     KEPT_HEADERS,
     Arrival,
@@ -31,7 +32,6 @@ from webhook_app.services.deliveries import (
     receive_delivery,
 )
 from webhook_app.services.progress import NEEDS_CONFIRMATION, Outcome
-from webhook_app.tokens import verify_callback_token
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("receiver", __name__)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
 from webhook_app.services import jobs
 from webhook_app.states import TERMINAL
 

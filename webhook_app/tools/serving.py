@@ -30,7 +30,7 @@ def gunicorn_argv(bind: str, workers: int, threads: int, app: str = APP) -> list
         # No gunicorn access log: the app logs each request by route, since a callback's
         # path carries its token.
         "--config",
-        "python:webhook_app.gunicorn_config",
+        "python:webhook_app.tools.gunicorn_config",
         app,
     ]
 

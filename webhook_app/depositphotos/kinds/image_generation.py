@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from webhook_app.payloads import PayloadError
-from webhook_app.reports import ItemReport, Report
+from webhook_app.depositphotos.client import DepositphotosClient
+from webhook_app.depositphotos.payloads import PayloadError
+from webhook_app.depositphotos.reports import ItemReport, Report
 from webhook_app.states import JobStatus
-from webhook_app.upstream import DepositphotosClient
 
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9")
 MEDIUMS = ("art", "photography")

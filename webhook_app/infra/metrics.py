@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 
-from webhook_app.db import Database
+from webhook_app.infra.db import Database
 from webhook_app.models import (
     GenerationUsage,
     ItemArchive,

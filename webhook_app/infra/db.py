@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhook_app import statement_counts
+from webhook_app.infra import statement_counts
 from webhook_app.services import changes  # noqa: F401 (every session records job changes)
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from celery import Celery
 from kombu.utils.url import url_to_parts
 
-from webhook_app import broker
-from webhook_app.logs import current_request_id
+from webhook_app.infra import broker
+from webhook_app.infra.logs import current_request_id
 from webhook_app.settings import Settings
 
 log = logging.getLogger(__name__)

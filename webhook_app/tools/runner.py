@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from webhook_app.migrate import upgrade
+from webhook_app.infra.migrate import upgrade
 from webhook_app.settings import SANDBOX_PORT, Settings
 
 STOP_GRACE = 20.0

@@ -1,4 +1,4 @@
-"""gunicorn settings read by `webhook-app serve` (`--config python:webhook_app.gunicorn_config`).
+"""gunicorn settings read by `webhook-app serve` (`--config python:<this module>`).
 
 Garbage collection: a request that builds a page of jobs allocates thousands of objects, and
 with the default thresholds the collector runs every few hundred allocations, now and then

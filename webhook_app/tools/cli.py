@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from webhook_app.serving import gunicorn_argv, worker_argv
 from webhook_app.settings import Settings, SettingsError
 from webhook_app.states import TERMINAL, JobStatus
+from webhook_app.tools.serving import gunicorn_argv, worker_argv
 
 STATUSES = [status.value for status in JobStatus]
 
@@ -55,7 +55,7 @@ def main() -> None:
 @click.option("--check", is_flag=True, help="Only check that models and migrations agree.")
 def migrate(check: bool) -> None:
     """Bring the database schema up to date (alembic upgrade head)."""
-    from webhook_app.migrate import check_schema, upgrade
+    from webhook_app.infra.migrate import check_schema, upgrade
 
     settings = _settings()
     if check:
@@ -87,7 +87,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
 def worker(concurrency: int | None) -> None:
     """Run a Celery worker: submissions, polls, enrichment."""
     share_metrics_dir()
-    from webhook_app.metrics import serve_worker_metrics
+    from webhook_app.infra.metrics import serve_worker_metrics
     from workers.celery_app import create_worker_app
 
     settings = _settings()
@@ -114,7 +114,7 @@ def beat() -> None:
 @click.option("--port", type=int, default=None, help="Default $SANDBOX_PORT, else 8001.")
 def sandbox(host: str, port: int | None) -> None:
     """Run the Depositphotos-compatible sandbox (knobs: SANDBOX_* variables)."""
-    from webhook_app.redaction import install_redaction
+    from webhook_app.infra.redaction import install_redaction
     from webhook_app.sandbox import knobs_from_env
     from webhook_app.sandbox import serve as serve_sandbox
     from webhook_app.settings import SANDBOX_PORT
@@ -132,7 +132,7 @@ def sandbox(host: str, port: int | None) -> None:
 @click.option("--port", type=int, default=None, help="Web port (default $PORT, else 8000).")
 def run(port: int | None) -> None:
     """Migrate, then run web + worker + beat (+ the sandbox when DP_API_KEY is unset)."""
-    from webhook_app.runner import run_everything
+    from webhook_app.tools.runner import run_everything
 
     sys.exit(run_everything(_settings(), port=port))
 
@@ -141,7 +141,7 @@ def run(port: int | None) -> None:
 
 
 def _client(url: str | None, token: str | None) -> Any:
-    from webhook_app.client import Client
+    from webhook_app.tools.client import Client
 
     url = (
         url
@@ -183,7 +183,7 @@ def _json_option(name: str, raw: str | None) -> Any:
 def _api_call(call: Any) -> Any:
     from requests import RequestException
 
-    from webhook_app.client import ApiError
+    from webhook_app.tools.client import ApiError
 
     try:
         return call()
@@ -292,7 +292,7 @@ def list_jobs(
     token: str | None,
 ) -> None:
     """List jobs, newest first, with the API's filters."""
-    from webhook_app.batch import JOB_COLUMNS, job_row, table
+    from webhook_app.tools.batch import JOB_COLUMNS, job_row, table
 
     client = _client(url, token)
     page = _api_call(
@@ -358,7 +358,7 @@ def cancel_job(job_id: str, reason: str | None, url: str | None, token: str | No
 @contextmanager
 def _database_session() -> Iterator[Any]:
     """One transaction on DATABASE_URL, for an operator's command."""
-    from webhook_app.db import Database
+    from webhook_app.infra.db import Database
 
     db = Database(_settings().database_url)
     try:
@@ -639,7 +639,7 @@ def watch(
 
 
 def _draw_counts(stats: Any, interval: float, redraw: bool) -> None:
-    from webhook_app.batch import table
+    from webhook_app.tools.batch import table
 
     counts = stats["jobs"]
     now = time.strftime("%H:%M:%S")
@@ -682,8 +682,8 @@ def _submit_batch(
     as_json: bool,
 ) -> bool:
     """Submit every line of the file, optionally wait for them; True when all went well."""
-    from webhook_app.batch import BatchFileError, Outcome, outcomes_table, read_batch, tally
-    from webhook_app.client import Conflict, InvalidRequest
+    from webhook_app.tools.batch import BatchFileError, Outcome, outcomes_table, read_batch, tally
+    from webhook_app.tools.client import Conflict, InvalidRequest
 
     try:
         lines = read_batch(path)

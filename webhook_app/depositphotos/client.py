@@ -36,8 +36,8 @@ from typing import Any, Protocol
 
 import requests
 
-from webhook_app import metrics
-from webhook_app.redaction import mask_callback_paths, remember_secret
+from webhook_app.infra import metrics
+from webhook_app.infra.redaction import mask_callback_paths, remember_secret
 
 log = logging.getLogger(__name__)
 
