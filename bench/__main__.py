@@ -24,9 +24,9 @@ from bench.queries import Queries
 from bench.report import compose
 from bench.system import ensure_wrk, load_average, machine, versions
 from bench.watching import Watching
-from tests.stack import Stack
 from webhook_app.infra.migrate import upgrade
 from webhook_app.settings import normalize_database_url
+from webhook_app.tools.stack import Stack
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         broker,
         CELERY_QUEUE=queue,
         WEB_THREADS=str(plan.web_threads),
-        # The references and the no-op worker are modules of this kit, not of the package.
-        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        # The references and the no-op worker are modules of this kit, not of the package;
+        # its hooks count every process's database round trips.
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(ROOT / "bench" / "hooks"), str(ROOT), os.environ.get("PYTHONPATH")])
+        ),
     )
     kit = Kit(plan, stack, wrk, workdir)
     sections: dict[str, str] = {}

@@ -20,9 +20,9 @@ from bench.figures import Figure, percentile
 from bench.kit import Kit, round_trips
 from bench.noop_worker import NOOP
 from bench.system import CpuMeter, load_average
-from tests.stack import wait_until
 from webhook_app.infra.queue import make_celery
 from webhook_app.settings import Settings
+from webhook_app.tools.stack import wait_until
 
 RECEIVED = re.compile(r"Task (\S+)\[[^\]]+\] received")
 # The worker logs one line per task it ran, whatever its outcome (webhook_app.infra.logs).

@@ -17,8 +17,8 @@ from bench.figures import Figure, ratio, verdict
 from bench.http_load import write_requests
 from bench.kit import Kit
 from bench.system import load_average
-from tests.stack import free_port
 from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.tools.stack import free_port
 
 BLOCK = 100  # previews of a block of jobs, then their finals
 DUPLICATE_EVERY = 10  # every tenth message is followed by a repeat of an earlier one

@@ -14,13 +14,13 @@ from bench.figures import Figure
 from bench.http_load import Load, run_wrk
 from bench.reference import APP as REFERENCE_APP
 from bench.reference import Base as ReferenceBase
+from bench.statement_counts import read_totals
 from bench.system import CpuMeter, CpuShare, children, named, rss_mib, tree
-from tests.stack import Stack, free_port, wait_until
 from webhook_app.infra.db import make_engine
 from webhook_app.infra.queue import make_celery
-from webhook_app.infra.statement_counts import read_totals
 from webhook_app.settings import Settings
 from webhook_app.tools.serving import gunicorn_argv
+from webhook_app.tools.stack import Stack, free_port, wait_until
 
 
 @dataclass(frozen=True)

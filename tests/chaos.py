@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from tests.stack import Stack, wait_until
+from webhook_app.tools.stack import Stack, wait_until
 
 JOBS = int(os.environ.get("CHAOS_JOBS", "100"))
 TERMINAL = ("completed", "failed", "timed_out")

@@ -177,7 +177,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
 
 
 def _stack(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> Iterator[Any]:
-    from tests.stack import Stack
+    from webhook_app.tools.stack import Stack
 
     if kind == "sqlite":
         database = f"sqlite:///{tmp_path / 'webhook_app.sqlite3'}"

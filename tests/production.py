@@ -21,7 +21,7 @@ from pathlib import Path
 
 import requests
 
-from tests.stack import wait_until
+from webhook_app.tools.stack import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "webhook-app"

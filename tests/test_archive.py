@@ -14,7 +14,6 @@ import requests
 from sqlalchemy import event, select
 
 from tests.factories import T0, generation, make_job
-from tests.stack import free_port
 from webhook_app.archive.storage import LocalStorage
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.infra.db import Database
@@ -24,6 +23,7 @@ from webhook_app.sandbox import SandboxKnobs, SandboxServer
 from webhook_app.services import archive
 from webhook_app.services.progress import apply_report
 from webhook_app.settings import Settings
+from webhook_app.tools.stack import free_port
 
 RECHECK = timedelta(minutes=2)
 

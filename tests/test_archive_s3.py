@@ -14,13 +14,13 @@ import boto3
 import pytest
 import requests
 
-from tests.stack import free_port, wait_until
 from tests.test_archive import Clock, job_with, sandbox_generation
 from webhook_app.archive.storage import S3Storage, StorageError, storage_from_settings
 from webhook_app.infra.db import Database
 from webhook_app.sandbox import SandboxKnobs, SandboxServer
 from webhook_app.services import archive
 from webhook_app.settings import Settings
+from webhook_app.tools.stack import free_port, wait_until
 
 BUCKET = "results"
 CREDENTIALS = {

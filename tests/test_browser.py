@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REQUIRE_SERVICES
-from tests.stack import Stack
+from webhook_app.tools.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -33,8 +33,8 @@ from tests.chaos import (
     settle,
 )
 from tests.factories import envelope
-from tests.stack import Stack, free_port, wait_until
 from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.tools.stack import Stack, free_port, wait_until
 
 pytestmark = pytest.mark.chaos
 

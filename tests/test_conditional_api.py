@@ -13,8 +13,8 @@ from sqlalchemy import event
 
 from tests.conftest import TEST_SECRET
 from tests.factories import envelope, generation
-from tests.stack import wait_until
 from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.tools.stack import wait_until
 
 JOBS = "/api/v1/jobs"
 

@@ -8,10 +8,10 @@ import time
 import pytest
 from sqlalchemy import create_engine, event, text
 
-from tests.stack import wait_until
 from webhook_app.depositphotos.client import CachedSession
 from webhook_app.infra.db import Database, make_engine
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
+from webhook_app.tools.stack import wait_until
 
 
 @pytest.mark.postgres

@@ -32,8 +32,8 @@ from tests.production import (
     pinned,
     production_venv,
 )
-from tests.stack import free_port, wait_until
 from webhook_app.tools.client import Client
+from webhook_app.tools.stack import free_port, wait_until
 
 PACKAGE_MANAGER_FILES = ("requirements.txt", "uv.lock", "poetry.lock", "Pipfile.lock", "Pipfile")
 

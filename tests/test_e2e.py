@@ -10,9 +10,9 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.stack import Stack, wait_until
 from webhook_app.infra.queue import CREATE_JOB
 from webhook_app.tools.client import ApiError
+from webhook_app.tools.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

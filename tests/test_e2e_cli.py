@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.openapi_check import assert_conforms
-from tests.stack import Stack
+from webhook_app.tools.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
-from tests.stack import Stack, wait_until
 from tests.subscriber import Subscriber
+from webhook_app.tools.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

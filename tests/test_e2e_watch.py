@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.stack import Stack, wait_until
 from webhook_app.states import JobStatus, rank
 from webhook_app.tools.client import Client
+from webhook_app.tools.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Stack
+from webhook_app.tools.stack import Stack
 
 pytestmark = pytest.mark.e2e
 

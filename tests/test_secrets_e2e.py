@@ -17,12 +17,12 @@ import pytest
 import requests
 from sqlalchemy import MetaData, create_engine, select
 
-from tests.stack import Stack, wait_until
 from tests.test_e2e import FAST, finished
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.infra.db import Database
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
 from webhook_app.tools.client import ApiError, Client
+from webhook_app.tools.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 

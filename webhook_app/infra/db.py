@@ -14,7 +14,6 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhook_app.infra import statement_counts
 from webhook_app.services import changes  # noqa: F401 (every session records job changes)
 
 
@@ -26,7 +25,6 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         _serialize_sqlite_writers(engine)
-        statement_counts.install_from_env(engine)
         return engine
     # Fail fast when the database is away: the receiver must answer 503 quickly, not hang.
     connect_args: dict[str, Any] = {"connect_timeout": 1}
@@ -38,7 +36,6 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         connect_args=connect_args,
     )
     _discard_dead_connections(engine)
-    statement_counts.install_from_env(engine)
     return engine
 
 

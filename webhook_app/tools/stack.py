@@ -1,4 +1,5 @@
-"""Real processes on loopback: the sandbox, gunicorn, Celery worker and beat.
+"""Real processes on loopback (the sandbox, gunicorn, Celery worker and beat), for the test
+suite and the benchmark kit.
 
 Each part runs the same console script a user runs, with its output in a log file that is
 printed when a test fails.

@@ -1,8 +1,9 @@
 """Counting database round trips per process, for the benchmark kit.
 
-With DB_STATEMENT_COUNTS naming a directory, every engine counts its statements and its
-transactions, and each process writes the totals to `<directory>/<pid>.json` several times a
-second. Off by default.
+With DB_STATEMENT_COUNTS naming a directory, every engine of a process the kit starts counts
+its statements and its transactions (`hooks/sitecustomize.py` installs the counting at start-up,
+so the service itself knows nothing of it), and each process writes the totals to
+`<directory>/<pid>.json` several times a second.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ _counts: dict[str, int] = {}
 _owner: int | None = None  # the pid the counts belong to: a forked child starts afresh
 
 
-def install_from_env(engine: Engine) -> None:
+def install_from_env() -> None:
     directory = os.environ.get(VARIABLE)
     if directory:
-        install(engine, Path(directory))
+        install(Path(directory))
 
 
-def install(engine: Engine, directory: Path) -> None:
-    """Count what this engine sends; the totals of the process go to a file in `directory`."""
+def install(directory: Path) -> None:
+    """Count what every engine sends; the totals of the process go to a file in `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
 
     def count(name: str) -> None:
@@ -55,9 +56,10 @@ def install(engine: Engine, directory: Path) -> None:
         if not _autocommit(connection):
             count("rollbacks")
 
-    event.listen(engine, "before_cursor_execute", on_statement)
-    event.listen(engine, "commit", on_commit)
-    event.listen(engine, "rollback", on_rollback)
+    # On the class: every engine of the process, made before or after, is counted.
+    event.listen(Engine, "before_cursor_execute", on_statement)
+    event.listen(Engine, "commit", on_commit)
+    event.listen(Engine, "rollback", on_rollback)
 
 
 def _autocommit(connection: Any) -> bool:
