@@ -50,12 +50,12 @@ def invalid(field: str, message: str, status: int = 422) -> Any:
 blueprint.before_request(authenticate)
 
 
-class BadQuery(jobs.InvalidRequest):
+class BadQuery(jobs.InvalidField):
     """A query parameter is wrong, whatever its name (`metadata` is also a field of a job)."""
 
 
-@blueprint.errorhandler(jobs.InvalidRequest)
-def _invalid_request(exc: jobs.InvalidRequest) -> Any:
+@blueprint.errorhandler(jobs.InvalidField)
+def _invalid_request(exc: jobs.InvalidField) -> Any:
     status = 400 if isinstance(exc, BadQuery) or exc.field in QUERY_FIELDS else 422
     return invalid(exc.field, exc.message, status)
 
@@ -63,11 +63,11 @@ def _invalid_request(exc: jobs.InvalidRequest) -> Any:
 def _json_body() -> Any:
     """The request's body as JSON, or a 400 naming `body`."""
     if not request.is_json:
-        raise jobs.InvalidRequest("body", "must be a JSON object (Content-Type: application/json)")
+        raise jobs.InvalidField("body", "must be a JSON object (Content-Type: application/json)")
     try:
         return parse_json(request.get_data(), max_depth=jobs.MAX_BODY_DEPTH)
     except PayloadError as exc:
-        raise jobs.InvalidRequest("body", f"must be valid JSON ({exc})") from None
+        raise jobs.InvalidField("body", f"must be valid JSON ({exc})") from None
 
 
 def _found(view: F) -> F:
@@ -129,13 +129,13 @@ def _created_after() -> datetime | None:
         # Refuse what cannot be stated in UTC (year 9999 at a negative offset).
         return created_after.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise jobs.InvalidRequest("created_after", "must be an ISO-8601 date and time") from None
+        raise jobs.InvalidField("created_after", "must be an ISO-8601 date and time") from None
 
 
 def _text_filter() -> str | None:
     q = request.args.get("q") or None
     if q is not None and len(q) > MAX_QUERY_TEXT:
-        raise jobs.InvalidRequest("q", f"must be at most {MAX_QUERY_TEXT} characters")
+        raise jobs.InvalidField("q", f"must be at most {MAX_QUERY_TEXT} characters")
     return q
 
 
@@ -143,7 +143,7 @@ def _status() -> str | None:
     status = request.args.get("status")
     if status is not None and status not in {s.value for s in JobStatus}:
         statuses = ", ".join(s.value for s in JobStatus)
-        raise jobs.InvalidRequest("status", f"must be one of {statuses}")
+        raise jobs.InvalidField("status", f"must be one of {statuses}")
     return status
 
 
@@ -151,9 +151,9 @@ def _limit() -> int:
     try:
         limit = int(request.args.get("limit", 50))
     except ValueError:
-        raise jobs.InvalidRequest("limit", "must be an integer") from None
+        raise jobs.InvalidField("limit", "must be an integer") from None
     if not 1 <= limit <= jobs.MAX_PAGE:
-        raise jobs.InvalidRequest("limit", f"must be between 1 and {jobs.MAX_PAGE}")
+        raise jobs.InvalidField("limit", f"must be between 1 and {jobs.MAX_PAGE}")
     return limit
 
 
@@ -220,7 +220,7 @@ def _changes() -> Any:
     args = request.args
     cursor = args["changed_after"]
     if "cursor" in args:
-        raise jobs.InvalidRequest("cursor", "cannot be combined with changed_after")
+        raise jobs.InvalidField("cursor", "cannot be combined with changed_after")
     feed.decode(cursor)  # a bad cursor is refused before any wait
     filters: dict[str, Any] = {
         "limit": _limit(),

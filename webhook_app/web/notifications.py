@@ -17,7 +17,7 @@ from webhook_app.web.serialize import _time
 
 blueprint = Blueprint("notifications", __name__, url_prefix="/api/v1")
 blueprint.before_request(authenticate)
-blueprint.register_error_handler(jobs.InvalidRequest, _invalid_request)
+blueprint.register_error_handler(jobs.InvalidField, _invalid_request)
 
 STATES = (notifications.PENDING, notifications.DELIVERED, notifications.FAILED)
 
