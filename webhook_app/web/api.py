@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from webhook_app.app import error_body, services
+from webhook_app.app import error_body
 from webhook_app.depositphotos.payloads import PayloadError, parse_json
+from webhook_app.extensions import services
 from webhook_app.models import Job, is_public_id, utcnow
 from webhook_app.services import budgets, feed, jobs, operator, views
 from webhook_app.states import JobStatus

@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 
 from flask import g, jsonify, request
 
-from webhook_app.app import error_body, services
+from webhook_app.app import error_body
+from webhook_app.extensions import services
 from webhook_app.infra.callback_tokens import matches_any
 from webhook_app.infra.refusals import API_SCOPE, API_UNAUTHENTICATED, refuse
 from webhook_app.services import api_tokens

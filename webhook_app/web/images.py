@@ -7,8 +7,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request
 
-from webhook_app.app import error_body, services
+from webhook_app.app import error_body
 from webhook_app.archive.storage import StorageError
+from webhook_app.extensions import services
 from webhook_app.models import is_public_id
 from webhook_app.services.archive import ARCHIVED, find_item
 from webhook_app.web.auth import authenticate

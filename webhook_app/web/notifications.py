@@ -8,7 +8,8 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from webhook_app.app import error_body, services
+from webhook_app.app import error_body
+from webhook_app.extensions import services
 from webhook_app.models import Notification, NotificationAttempt, Subscription, utcnow
 from webhook_app.services import jobs, notifications, subscriptions
 from webhook_app.web.api import _invalid_request, invalid

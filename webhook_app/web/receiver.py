@@ -19,7 +19,8 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from webhook_app.app import error_body, services
+from webhook_app.app import error_body
+from webhook_app.extensions import services
 from webhook_app.infra import metrics
 from webhook_app.infra.callback_tokens import verify_callback_token
 from webhook_app.infra.refusals import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
