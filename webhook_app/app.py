@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-from flask import Flask, jsonify
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webhook_app import extensions
 from webhook_app.infra.logs import configure_logging
 from webhook_app.infra.queue import Enqueuer, make_celery
 from webhook_app.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
 
 
 def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = None) -> Flask:
@@ -38,6 +26,7 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
     from webhook_app.web import (
         api,
         dashboard,
+        errors,
         health,
         images,
         notifications,
@@ -60,19 +49,5 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
     app.register_blueprint(openapi.blueprint)
     dashboard.init_app(app, settings)
     install_security_headers(app, https=settings.public_base_url.startswith("https://"))
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Any:
-        name = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(error_body(name, exc.description or exc.name or "")), exc.code
-
-    @app.errorhandler(DBAPIError)
-    @app.errorhandler(PoolTimeout)
-    def _database_down(exc: Exception) -> Any:
-        # The sender should try again later; nothing was half-written (the transaction
-        # was rolled back when the session closed).
-        log.error("database unavailable: %s", type(exc).__name__)
-        body = error_body("database_unavailable", "the database is unreachable; retry later")
-        return jsonify(body), 503, {"Retry-After": "5"}
-
+    errors.init_app(app)
     return app
