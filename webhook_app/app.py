@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field
-from typing import Any, cast
-
-from flask import Flask, current_app, jsonify
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from webhook_app.archive.storage import Storage, storage_from_settings
-from webhook_app.infra.db import Database
+from webhook_app import extensions
 from webhook_app.infra.logs import configure_logging
 from webhook_app.infra.queue import Enqueuer, make_celery
-from webhook_app.infra.redaction import Redactor, install_redaction
 from webhook_app.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class Services:
-    settings: Settings
-    db: Database
-    enqueuer: Enqueuer
-    storage: Storage
-    redactor: Redactor = field(default_factory=Redactor)
-
-
-def services() -> Services:
-    return cast(Services, current_app.extensions["webhook_app"])
-
-
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
 
 
 def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = None) -> Flask:
-    settings = settings or Settings.from_env()
+    settings = extensions.settle(settings or Settings.from_env())
     configure_logging(settings)
-    redactor = install_redaction(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_callback_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -50,17 +21,12 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         # The client address is the one the trusted proxies saw, read from X-Forwarded-For.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy_hops)  # type: ignore[method-assign]
     enqueuer = enqueuer or Enqueuer(make_celery(settings))
-    app.extensions["webhook_app"] = Services(
-        settings=settings,
-        db=Database(settings.database_url, sender=enqueuer),
-        enqueuer=enqueuer,
-        storage=storage_from_settings(settings),
-        redactor=redactor,
-    )
+    extensions.init_app(app, extensions.build_services(settings, enqueuer=enqueuer))
 
     from webhook_app.web import (
         api,
         dashboard,
+        errors,
         health,
         images,
         notifications,
@@ -83,19 +49,5 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
     app.register_blueprint(openapi.blueprint)
     dashboard.init_app(app, settings)
     install_security_headers(app, https=settings.public_base_url.startswith("https://"))
-
-    @app.errorhandler(HTTPException)
-    def _http_error(exc: HTTPException) -> Any:
-        name = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(error_body(name, exc.description or exc.name or "")), exc.code
-
-    @app.errorhandler(DBAPIError)
-    @app.errorhandler(PoolTimeout)
-    def _database_down(exc: Exception) -> Any:
-        # The sender should try again later; nothing was half-written (the transaction
-        # was rolled back when the session closed).
-        log.error("database unavailable: %s", type(exc).__name__)
-        body = error_body("database_unavailable", "the database is unreachable; retry later")
-        return jsonify(body), 503, {"Retry-After": "5"}
-
+    errors.init_app(app)
     return app

@@ -10,11 +10,11 @@ import requests
 from celery import current_app
 from celery.signals import worker_process_init
 
-from webhook_app.archive.storage import Storage, storage_from_settings
+from webhook_app.archive.storage import Storage
 from webhook_app.depositphotos.client import DepositphotosClient, Pacer
+from webhook_app.extensions import build_services, settle
 from webhook_app.infra.db import Database
 from webhook_app.infra.queue import Enqueuer, broker_tls
-from webhook_app.infra.redaction import install_redaction
 from webhook_app.models import utcnow
 from webhook_app.services.pace import make_pacer
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
@@ -43,12 +43,10 @@ _context: WorkerContext | None = None
 def context() -> WorkerContext:
     global _context
     if _context is None:
-        settings = Settings.from_env()
-        install_redaction(settings)
-        enqueuer = Enqueuer(current_app)
-        db = Database(settings.database_url, pool_size=2, sender=enqueuer)
+        settings = settle()
+        shared = build_services(settings, enqueuer=Enqueuer(current_app), pool_size=2)
         pacer = make_pacer(
-            db,
+            shared.db,
             rate=settings.upstream_rate_limit,
             broker_url=settings.broker_url,
             queue=settings.queue,
@@ -60,7 +58,7 @@ def context() -> WorkerContext:
             login_user=settings.dp_login_user,
             login_password=settings.dp_login_password,
             sessions=DatabaseSessionStore(
-                db,
+                shared.db,
                 session_key(
                     settings.dp_api_key, settings.dp_login_user, settings.dp_login_password
                 ),
@@ -72,10 +70,10 @@ def context() -> WorkerContext:
         )
         _context = WorkerContext(
             settings,
-            db,
+            shared.db,
             client,
-            enqueuer,
-            storage_from_settings(settings),
+            shared.enqueuer,
+            shared.storage,
             pacer,
             requests.Session(),
         )

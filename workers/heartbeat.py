@@ -18,6 +18,7 @@ from typing import Any
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from kombu import Connection
 
+from webhook_app.extensions import settle
 from webhook_app.infra.db import Database
 from webhook_app.infra.queue import broker_tls, describe_broker
 from webhook_app.infra.redaction import Redactor, settings_secrets
@@ -117,7 +118,7 @@ _heartbeat: Heartbeat | None = None
 @celeryd_after_setup.connect
 def _started(sender: str, **_: Any) -> None:
     global _heartbeat
-    _heartbeat = Heartbeat(Settings.from_env(), f"{sender} (pid {os.getpid()})")
+    _heartbeat = Heartbeat(settle(), f"{sender} (pid {os.getpid()})")
     threading.Thread(target=_heartbeat.run, name="heartbeat", daemon=True).start()
 
 

@@ -15,8 +15,8 @@ from typing import Any
 from celery import Task
 from celery.signals import setup_logging, task_postrun, task_prerun
 
+from webhook_app.extensions import settle
 from webhook_app.infra import logs, metrics
-from webhook_app.settings import Settings
 
 log = logging.getLogger("webhook_app.tasks")
 
@@ -26,7 +26,7 @@ _started: dict[str, float] = {}
 @setup_logging.connect
 def _configure_logging(**_: Any) -> None:
     # Connected, so Celery leaves logging to us: the same format as the web side.
-    logs.configure_logging(Settings.from_env())
+    logs.configure_logging(settle())
 
 
 def _header(task: Task, name: str) -> Any:

@@ -12,7 +12,7 @@ from .callbacks import CallbackDispatcher
 from .control import control
 from .knobs import SandboxKnobs, validate_knobs
 from .png import gradient_png
-from .protocol import ApiError, failure_envelope, success_envelope, validation_error
+from .protocol import EnvelopeFailure, failure_envelope, success_envelope, validation_error
 from .runtime import EXTENSION_KEY, SandboxRuntime, current_runtime
 from .state import SandboxState
 
@@ -119,7 +119,7 @@ def request_params() -> dict[str, str]:
 
 
 def run_command(runtime: SandboxRuntime, params: dict[str, str], public_url: str) -> dict[str, Any]:
-    """Answer one API call with the success fields, or raise ApiError."""
+    """Answer one API call with the success fields, or raise EnvelopeFailure."""
     refused = runtime.state.over_rate() or runtime.state.transient_failure()
     if refused is not None:
         raise refused
@@ -127,7 +127,7 @@ def run_command(runtime: SandboxRuntime, params: dict[str, str], public_url: str
     command = params.get("dp_command", "")
     handler = COMMANDS.get(command)
     if handler is None:
-        raise ApiError(
+        raise EnvelopeFailure(
             "undefined_command", f"Unknown command {command[:50]!r}" if command else None
         )
     return handler(ApiCall(runtime, params, public_url))
@@ -137,14 +137,14 @@ def api() -> Response:
     runtime = current_runtime()
     try:
         params = request_params()
-    except ApiError as error:
+    except EnvelopeFailure as error:
         runtime.state.record_call(request.args.get("dp_command", ""))
         return jsonify(failure_envelope(error, runtime.state.knobs_copy().error_names))
     runtime.state.record_call(params.get("dp_command", ""))
     public_url = runtime.public_url or request.host_url.rstrip("/")
     try:
         fields = run_command(runtime, params, public_url)
-    except ApiError as error:
+    except EnvelopeFailure as error:
         return jsonify(failure_envelope(error, runtime.state.knobs_copy().error_names))
     return jsonify(success_envelope(fields))
 

@@ -51,7 +51,7 @@ ERROR_NAMES: dict[str, dict[str, tuple[int, str | None, str]]] = {
 ERROR_STYLES = tuple(ERROR_NAMES)
 
 
-class ApiError(Exception):
+class EnvelopeFailure(Exception):
     """A failure answered inside the envelope (the HTTP status stays 200); `failure` is one
     of the keys of ERROR_NAMES, named on the wire by the sandbox's `error_names` knob."""
 
@@ -66,24 +66,24 @@ class ApiError(Exception):
         return errorcode, self.errormsg or default_message or self.failure, exception
 
 
-def invalid_api_key() -> ApiError:
-    return ApiError("api_key")
+def invalid_api_key() -> EnvelopeFailure:
+    return EnvelopeFailure("api_key")
 
 
-def invalid_session() -> ApiError:
-    return ApiError("session")
+def invalid_session() -> EnvelopeFailure:
+    return EnvelopeFailure("session")
 
 
-def validation_error(message: str) -> ApiError:
-    return ApiError("invalid_param", message)
+def validation_error(message: str) -> EnvelopeFailure:
+    return EnvelopeFailure("invalid_param", message)
 
 
-def value_not_allowed(message: str) -> ApiError:
-    return ApiError("value_not_allowed", message)
+def value_not_allowed(message: str) -> EnvelopeFailure:
+    return EnvelopeFailure("value_not_allowed", message)
 
 
-def not_found(message: str) -> ApiError:
-    return ApiError("not_found", message)
+def not_found(message: str) -> EnvelopeFailure:
+    return EnvelopeFailure("not_found", message)
 
 
 # Alternated so a client sees both transient shapes early in a run.
@@ -100,7 +100,7 @@ def success_envelope(fields: dict[str, Any]) -> dict[str, Any]:
     return {"timestamp": timestamp(), "version": API_VERSION, "type": "success", **fields}
 
 
-def failure_envelope(error: ApiError, style: str = "sdk") -> dict[str, Any]:
+def failure_envelope(error: EnvelopeFailure, style: str = "sdk") -> dict[str, Any]:
     errorcode, errormsg, exception = error.wire(style)
     return {
         "timestamp": timestamp(),

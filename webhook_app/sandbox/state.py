@@ -20,7 +20,7 @@ from .knobs import SandboxKnobs, copy_knobs_into, updated_knobs
 from .protocol import (
     FAIL_MARKER,
     TRANSIENT_ERRORS,
-    ApiError,
+    EnvelopeFailure,
     check_generate_params,
     image_size,
     invalid_api_key,
@@ -185,16 +185,16 @@ class SandboxState:
         with self._lock:
             self._counters.calls[command] += 1
 
-    def transient_failure(self) -> ApiError | None:
+    def transient_failure(self) -> EnvelopeFailure | None:
         """Per `failure_rate`, the next transient error (503 and 429 in turn), else None."""
         with self._lock:
             if not self._rng.random() < self.knobs.failure_rate:
                 return None
             failure = TRANSIENT_ERRORS[self._transient_turn]
             self._transient_turn = (self._transient_turn + 1) % len(TRANSIENT_ERRORS)
-            return ApiError(failure)
+            return EnvelopeFailure(failure)
 
-    def over_rate(self) -> ApiError | None:
+    def over_rate(self) -> EnvelopeFailure | None:
         """Per `rate_limit`, a rate-limited answer for a call above that many in a second."""
         with self._lock:
             limit = self.knobs.rate_limit
@@ -205,7 +205,7 @@ class SandboxState:
                 self._recent_calls.popleft()
             if len(self._recent_calls) >= limit:
                 self._counters.rate_limited += 1
-                return ApiError("rate_limited")
+                return EnvelopeFailure("rate_limited")
             self._recent_calls.append(now)
             return None
 
@@ -224,7 +224,7 @@ class SandboxState:
         if not password:
             raise validation_error("Parameter dp_login_password is required")
         if self.knobs_copy().refuse_login:
-            raise ApiError("login")
+            raise EnvelopeFailure("login")
         session_id = secrets.token_hex(16)
         with self._lock:
             expires_at = self.clock() + self.knobs.session_ttl

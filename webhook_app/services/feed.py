@@ -21,7 +21,7 @@ from sqlalchemy import Connection, select, tuple_
 from webhook_app.models import Job
 from webhook_app.services import views
 from webhook_app.services.changes import change_horizon
-from webhook_app.services.jobs import InvalidRequest, filtered
+from webhook_app.services.jobs import InvalidField, filtered
 
 NOW = "now"  # a cursor at the current end of the feed: only later changes
 START = "0"  # a cursor before every change: every job, then its later changes
@@ -50,9 +50,9 @@ def decode(cursor: str) -> tuple[int, int] | None:
         padded = cursor + "=" * (-len(cursor) % 4)
         seq, job_id = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
     except (ValueError, KeyError, TypeError):
-        raise InvalidRequest("changed_after", "is not a cursor this API returned") from None
+        raise InvalidField("changed_after", "is not a cursor this API returned") from None
     if not all(type(n) is int and -1 <= n <= _LAST_ID for n in (seq, job_id)):
-        raise InvalidRequest("changed_after", "is not a cursor this API returned")
+        raise InvalidField("changed_after", "is not a cursor this API returned")
     return seq, job_id
 
 

@@ -30,7 +30,7 @@ MAX_PAGE = 200
 MAX_BODY_DEPTH = 32
 
 
-class InvalidRequest(ValueError):
+class InvalidField(ValueError):
     """A field of a request is wrong; `field` names it."""
 
     def __init__(self, field: str, message: str) -> None:
@@ -60,33 +60,33 @@ class JobRequest:
     def from_mapping(cls, data: Any) -> JobRequest:
         """Validate as the upstream would, naming the first bad field."""
         if not isinstance(data, Mapping):
-            raise InvalidRequest("body", "must be a JSON object")
+            raise InvalidField("body", "must be a JSON object")
         unknown = set(data) - {"prompt", "aspect_ratio", "medium", "metadata"}
         if unknown:
-            raise InvalidRequest(sorted(unknown)[0], "is not a known field")
+            raise InvalidField(sorted(unknown)[0], "is not a known field")
         prompt = data.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
-            raise InvalidRequest("prompt", "is required and must be a non-empty string")
+            raise InvalidField("prompt", "is required and must be a non-empty string")
         if "\x00" in prompt:
-            raise InvalidRequest("prompt", "must not contain NUL characters")
+            raise InvalidField("prompt", "must not contain NUL characters")
         if len(prompt) > MAX_PROMPT:
-            raise InvalidRequest("prompt", f"must be at most {MAX_PROMPT} characters")
+            raise InvalidField("prompt", f"must be at most {MAX_PROMPT} characters")
         if any(_unstorable(c) for c in prompt):
-            raise InvalidRequest("prompt", "must not contain control characters")
+            raise InvalidField("prompt", "must not contain control characters")
         aspect_ratio = data.get("aspect_ratio")
         if aspect_ratio is not None and aspect_ratio not in ASPECT_RATIOS:
-            raise InvalidRequest("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
+            raise InvalidField("aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
         medium = data.get("medium")
         if medium is not None and medium not in MEDIUMS:
-            raise InvalidRequest("medium", f"must be one of {', '.join(MEDIUMS)}")
+            raise InvalidField("medium", f"must be one of {', '.join(MEDIUMS)}")
         metadata = data.get("metadata")
         if metadata is not None:
             if not isinstance(metadata, Mapping):
-                raise InvalidRequest("metadata", "must be a JSON object")
+                raise InvalidField("metadata", "must be a JSON object")
             if len(json.dumps(metadata)) > MAX_METADATA_BYTES:
-                raise InvalidRequest("metadata", f"must be at most {MAX_METADATA_BYTES} bytes")
+                raise InvalidField("metadata", f"must be at most {MAX_METADATA_BYTES} bytes")
             if holds_nul(metadata):
-                raise InvalidRequest("metadata", "must not contain NUL characters")
+                raise InvalidField("metadata", "must not contain NUL characters")
         return cls(prompt=prompt, aspect_ratio=aspect_ratio, medium=medium, metadata=metadata)
 
     def matches(self, job: Job) -> bool:
@@ -124,9 +124,9 @@ def create_job(
     A new job is counted against `budgets` (BudgetExceeded when one is used up); a replay is not.
     """
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 200:
-        raise InvalidRequest("Idempotency-Key", "must be 1 to 200 characters")
+        raise InvalidField("Idempotency-Key", "must be 1 to 200 characters")
     if idempotency_key is not None and "\x00" in idempotency_key:
-        raise InvalidRequest("Idempotency-Key", "must not contain NUL characters")
+        raise InvalidField("Idempotency-Key", "must not contain NUL characters")
     job = Job(
         prompt=request.prompt,
         aspect_ratio=request.aspect_ratio,
@@ -257,9 +257,9 @@ def decode_cursor(cursor: str) -> int:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))["before"]
     except (ValueError, KeyError, TypeError):
-        raise InvalidRequest("cursor", "is not a cursor this API returned") from None
+        raise InvalidField("cursor", "is not a cursor this API returned") from None
     if not isinstance(value, int):
-        raise InvalidRequest("cursor", "is not a cursor this API returned")
+        raise InvalidField("cursor", "is not a cursor this API returned")
     return value
 
 
@@ -326,7 +326,7 @@ def filtered(
         query = query.where(Job.created_at > created_after)
     if prompt_contains:
         if "\x00" in prompt_contains:
-            raise InvalidRequest("q", "must not contain NUL characters")
+            raise InvalidField("q", "must not contain NUL characters")
         query = query.where(Job.prompt.icontains(prompt_contains, autoescape=True))
     return query
 

@@ -10,10 +10,9 @@ from sqlalchemy.orm import Session
 
 from webhook_app.models import Job
 from webhook_app.services.progress import move
-from webhook_app.services.submission import IN_FLIGHT, RETRY, UNKNOWN
+from webhook_app.services.submission import CALL_IN_FLIGHT, RETRY, UNKNOWN
 from webhook_app.settings import Settings
-from webhook_app.states import IN_FLIGHT as UPSTREAM_HOLDS
-from webhook_app.states import TERMINAL, JobStatus
+from webhook_app.states import IN_FLIGHT, TERMINAL, JobStatus
 
 BATCH = 500
 
@@ -68,7 +67,7 @@ def plan_reconciliation(session: Session, *, now: datetime, schedule: Schedule) 
         select(Job)
         .where(
             Job.status == JobStatus.SUBMITTING.value,
-            Job.submission == IN_FLIGHT,
+            Job.submission == CALL_IN_FLIGHT,
             Job.updated_at <= now - schedule.stale_submission,
         )
         .limit(BATCH)
@@ -104,7 +103,7 @@ def plan_reconciliation(session: Session, *, now: datetime, schedule: Schedule) 
     due = session.scalars(
         select(Job)
         .where(
-            Job.status.in_([s.value for s in UPSTREAM_HOLDS]),
+            Job.status.in_([s.value for s in IN_FLIGHT]),
             Job.generation_uuid.is_not(None),
             Job.next_check_at <= now,
             (Job.status != JobStatus.TIMED_OUT.value)

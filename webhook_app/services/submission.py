@@ -25,7 +25,7 @@ from webhook_app.services.progress import Applied, apply_report, move, record_ev
 from webhook_app.services.upstream_state import NAME, ensure_row
 from webhook_app.states import JobStatus
 
-IN_FLIGHT = "in_flight"
+CALL_IN_FLIGHT = "in_flight"
 RETRY = "retry"
 UNKNOWN = "unknown"
 CREDENTIALS_REFUSED = "credentials_refused"
@@ -84,7 +84,7 @@ def claim(session: Session, job_id: int, *, now: datetime, max_in_flight: int = 
             job.last_error = None
     elif not (job.status == JobStatus.SUBMITTING and job.submission == RETRY):
         return None
-    job.submission = IN_FLIGHT
+    job.submission = CALL_IN_FLIGHT
     job.attempts += 1
     job.updated_at = now
     return Claim(job.id, job.public_id, job.prompt, job.aspect_ratio, job.medium, job.attempts)
@@ -119,7 +119,7 @@ def reject(session: Session, job_id: int, error: UpstreamError, *, now: datetime
 def defer(session: Session, job_id: int, error: UpstreamError, *, now: datetime) -> None:
     """Nothing was done upstream: the job may be claimed again by a retry."""
     job = lock_job(session, job_id=job_id)
-    if job is None or job.submission != IN_FLIGHT:
+    if job is None or job.submission != CALL_IN_FLIGHT:
         return
     job.last_error = error.as_record()
     job.submission = RETRY
@@ -147,7 +147,7 @@ def wait_for_credentials(
     job = lock_job(session, job_id=job_id)
     if job is None:
         return
-    if job.status == JobStatus.SUBMITTING and job.submission in (IN_FLIGHT, RETRY):
+    if job.status == JobStatus.SUBMITTING and job.submission in (CALL_IN_FLIGHT, RETRY):
         record_event(
             session,
             job,

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from webhook_app.infra.signing import new_secret
 from webhook_app.models import Job, Subscription
-from webhook_app.services.jobs import InvalidRequest, holds_nul
+from webhook_app.services.jobs import InvalidField, holds_nul
 from webhook_app.states import TERMINAL
 
 FIELDS = frozenset({"url", "statuses", "metadata", "description"})
@@ -21,20 +21,20 @@ FIELDS = frozenset({"url", "statuses", "metadata", "description"})
 def create_subscription(session: Session, data: Any, *, now: datetime) -> Subscription:
     """Validate and store a subscription; its secret is readable only on this object."""
     if not isinstance(data, Mapping):
-        raise InvalidRequest("body", "must be a JSON object")
+        raise InvalidField("body", "must be a JSON object")
     unknown = sorted(set(data) - FIELDS)
     if unknown:
-        raise InvalidRequest(unknown[0], "is not a known field")
+        raise InvalidField(unknown[0], "is not a known field")
     for name in sorted(FIELDS):
         if holds_nul(data.get(name)):
-            raise InvalidRequest(name, "must not contain NUL characters")
+            raise InvalidField(name, "must not contain NUL characters")
     url = data.get("url")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
-        raise InvalidRequest("url", "must be an http(s) URL")
+        raise InvalidField("url", "must be an http(s) URL")
     if not urlsplit(url).hostname:
-        raise InvalidRequest("url", "must name a host")
+        raise InvalidField("url", "must name a host")
     if len(url) > 2048:
-        raise InvalidRequest("url", "must be at most 2048 characters")
+        raise InvalidField("url", "must be at most 2048 characters")
     statuses = data.get("statuses")
     terminal = sorted(s.value for s in TERMINAL)
     if statuses is not None and (
@@ -42,13 +42,13 @@ def create_subscription(session: Session, data: Any, *, now: datetime) -> Subscr
         or not statuses
         or any(status not in terminal for status in statuses)
     ):
-        raise InvalidRequest("statuses", f"must be a non-empty list of {', '.join(terminal)}")
+        raise InvalidField("statuses", f"must be a non-empty list of {', '.join(terminal)}")
     metadata = data.get("metadata")
     if metadata is not None and (not isinstance(metadata, Mapping) or not metadata):
-        raise InvalidRequest("metadata", "must be a non-empty JSON object")
+        raise InvalidField("metadata", "must be a non-empty JSON object")
     description = data.get("description")
     if description is not None and (not isinstance(description, str) or len(description) > 200):
-        raise InvalidRequest("description", "must be a string of at most 200 characters")
+        raise InvalidField("description", "must be a string of at most 200 characters")
     subscription = Subscription(
         url=url,
         secret=new_secret(),

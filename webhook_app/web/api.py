@@ -11,29 +11,18 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from webhook_app.app import error_body, services
 from webhook_app.depositphotos.payloads import PayloadError, parse_json
+from webhook_app.extensions import services
 from webhook_app.models import Job, is_public_id, utcnow
-from webhook_app.services import budgets, feed, jobs, operator, views
+from webhook_app.services import feed, jobs, operator, views
 from webhook_app.states import JobStatus
 from webhook_app.web import waiting
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
+from webhook_app.web.errors import ErrorAnswer, invalid
 from webhook_app.web.serialize import delivery_json, event_json, job_etag, job_json
 from webhook_app.web.usage import request_budgets
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
-# A bad query parameter or header is a 400; a bad field of a job request a 422.
-QUERY_FIELDS = (
-    "body",
-    "cursor",
-    "Idempotency-Key",
-    "created_after",
-    "q",
-    "wait",
-    "changed_after",
-    "status",
-    "limit",
-)
 MAX_QUERY_TEXT = 200
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)?", re.ASCII)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,31 +32,26 @@ POLL_AGAIN = "5"
 REVALIDATE = "private, no-cache"
 
 
-def invalid(field: str, message: str, status: int = 422) -> Any:
-    return jsonify(error_body("invalid_request", f"{field} {message}", field=field)), status
-
-
 blueprint.before_request(authenticate)
 
 
-class BadQuery(jobs.InvalidRequest):
+def _bad_query(name: str, message: str) -> ErrorAnswer:
     """A query parameter is wrong, whatever its name (`metadata` is also a field of a job)."""
+    return invalid(name, message, 400)
 
 
-@blueprint.errorhandler(jobs.InvalidRequest)
-def _invalid_request(exc: jobs.InvalidRequest) -> Any:
-    status = 400 if isinstance(exc, BadQuery) or exc.field in QUERY_FIELDS else 422
-    return invalid(exc.field, exc.message, status)
+def _no_job(job_id: str) -> ErrorAnswer:
+    return ErrorAnswer(404, "not_found", f"no job {job_id[:64]!r}")
 
 
 def _json_body() -> Any:
     """The request's body as JSON, or a 400 naming `body`."""
     if not request.is_json:
-        raise jobs.InvalidRequest("body", "must be a JSON object (Content-Type: application/json)")
+        raise jobs.InvalidField("body", "must be a JSON object (Content-Type: application/json)")
     try:
         return parse_json(request.get_data(), max_depth=jobs.MAX_BODY_DEPTH)
     except PayloadError as exc:
-        raise jobs.InvalidRequest("body", f"must be valid JSON ({exc})") from None
+        raise jobs.InvalidField("body", f"must be valid JSON ({exc})") from None
 
 
 def _found(view: F) -> F:
@@ -78,7 +62,7 @@ def _found(view: F) -> F:
         with services().db.read() as session:
             job = views.job_view(session.connection(), job_id) if is_public_id(job_id) else None
             if job is None:
-                return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
+                raise _no_job(job_id)
             return view(session, job)
 
     return wrapper  # type: ignore[return-value]
@@ -90,24 +74,17 @@ def create_job() -> Any:
     svc = services()
     job_request = jobs.JobRequest.from_mapping(_json_body())
     key = request.headers.get("Idempotency-Key")
-    try:
-        with svc.db.transaction() as session:
-            job, created = jobs.create_job(
-                session,
-                job_request,
-                now=utcnow(),
-                deadline=svc.settings.deadline,
-                idempotency_key=key,
-                budgets=request_budgets(),
-            )
-            view = views.view_of(job)
-            body = job_json(view)
-    except budgets.BudgetExceeded as exc:
-        retry_after = str(exc.seconds_left(utcnow()))
-        return jsonify({"error": exc.as_error()}), 429, {"Retry-After": retry_after}
-    except jobs.IdempotencyConflict:
-        message = "was already used for a different request"
-        return jsonify(error_body("idempotency_conflict", f"Idempotency-Key {message}")), 409
+    with svc.db.transaction() as session:
+        job, created = jobs.create_job(
+            session,
+            job_request,
+            now=utcnow(),
+            deadline=svc.settings.deadline,
+            idempotency_key=key,
+            budgets=request_budgets(),
+        )
+        view = views.view_of(job)
+        body = job_json(view)
     headers = {"Location": body["links"]["self"], "ETag": f'"{job_etag(view.version)}"'}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -129,13 +106,13 @@ def _created_after() -> datetime | None:
         # Refuse what cannot be stated in UTC (year 9999 at a negative offset).
         return created_after.astimezone(UTC)
     except (ValueError, OverflowError):
-        raise jobs.InvalidRequest("created_after", "must be an ISO-8601 date and time") from None
+        raise jobs.InvalidField("created_after", "must be an ISO-8601 date and time") from None
 
 
 def _text_filter() -> str | None:
     q = request.args.get("q") or None
     if q is not None and len(q) > MAX_QUERY_TEXT:
-        raise jobs.InvalidRequest("q", f"must be at most {MAX_QUERY_TEXT} characters")
+        raise jobs.InvalidField("q", f"must be at most {MAX_QUERY_TEXT} characters")
     return q
 
 
@@ -143,7 +120,7 @@ def _status() -> str | None:
     status = request.args.get("status")
     if status is not None and status not in {s.value for s in JobStatus}:
         statuses = ", ".join(s.value for s in JobStatus)
-        raise jobs.InvalidRequest("status", f"must be one of {statuses}")
+        raise jobs.InvalidField("status", f"must be one of {statuses}")
     return status
 
 
@@ -151,9 +128,9 @@ def _limit() -> int:
     try:
         limit = int(request.args.get("limit", 50))
     except ValueError:
-        raise jobs.InvalidRequest("limit", "must be an integer") from None
+        raise jobs.InvalidField("limit", "must be an integer") from None
     if not 1 <= limit <= jobs.MAX_PAGE:
-        raise jobs.InvalidRequest("limit", f"must be between 1 and {jobs.MAX_PAGE}")
+        raise jobs.InvalidField("limit", f"must be between 1 and {jobs.MAX_PAGE}")
     return limit
 
 
@@ -176,7 +153,7 @@ def list_jobs() -> Any:
     args = request.args
     for only_feed in ("wait", "metadata"):
         if only_feed in args:
-            raise BadQuery(only_feed, "applies only to the changes feed (changed_after)")
+            raise _bad_query(only_feed, "applies only to the changes feed (changed_after)")
     status, limit = _status(), _limit()
     created_after, prompt_contains = _created_after(), _text_filter()
     with services().db.read() as session:
@@ -211,7 +188,7 @@ def _metadata_filter() -> dict[str, Any] | None:
     except PayloadError:
         value = None
     if not isinstance(value, dict) or not value:
-        raise BadQuery("metadata", "must be a non-empty JSON object")
+        raise _bad_query("metadata", "must be a non-empty JSON object")
     return value
 
 
@@ -220,7 +197,7 @@ def _changes() -> Any:
     args = request.args
     cursor = args["changed_after"]
     if "cursor" in args:
-        raise jobs.InvalidRequest("cursor", "cannot be combined with changed_after")
+        raise jobs.InvalidField("cursor", "cannot be combined with changed_after")
     feed.decode(cursor)  # a bad cursor is refused before any wait
     filters: dict[str, Any] = {
         "limit": _limit(),
@@ -260,13 +237,13 @@ def batch_get_jobs() -> Any:
     payload = _json_body()
     ids = payload.get("ids") if isinstance(payload, dict) else None
     if not isinstance(payload, dict):
-        return invalid("body", "must be a JSON object", 400)
+        raise invalid("body", "must be a JSON object", 400)
     if set(payload) - {"ids"}:
-        return invalid(sorted(set(payload) - {"ids"})[0], "is not a known field")
+        raise invalid(sorted(set(payload) - {"ids"})[0], "is not a known field")
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return invalid("ids", "must be a list of job ids")
+        raise invalid("ids", "must be a list of job ids")
     if len(ids) > jobs.MAX_BATCH:
-        return invalid("ids", f"must name at most {jobs.MAX_BATCH} jobs")
+        raise invalid("ids", f"must name at most {jobs.MAX_BATCH} jobs")
     with services().db.read() as session:
         found, missing = jobs.jobs_by_id(session, ids)
     return jsonify({"jobs": [job_json(j) for j in found], "missing": missing})
@@ -282,7 +259,11 @@ def _waits(view: F) -> F:
         if seconds:
             waiters = current_app.extensions["webhook_app.waiters"]
             waiting.wait_until_settled(services().db, waiters, job_id[:64], seconds)
-        response = current_app.make_response(view(job_id))
+        try:
+            answer = view(job_id)
+        except ErrorAnswer as refused:  # a missing job's answer tells the cap too
+            answer = refused.response()
+        response = current_app.make_response(answer)
         response.headers[waiting.MAX_WAIT_HEADER] = f"{cap:g}"
         return response
 
@@ -294,7 +275,7 @@ def _waits(view: F) -> F:
 def get_job(job_id: str) -> Any:
     """The job, tagged with its version; 304 by the version alone when it is unchanged."""
     if not is_public_id(job_id):
-        return _no_job(job_id)
+        raise _no_job(job_id)
     known = request.if_none_match
     with services().db.connection() as connection:
         if known:
@@ -303,12 +284,8 @@ def get_job(job_id: str) -> Any:
                 return _not_modified(job_etag(version))
         job = views.job_view(connection, job_id)
     if job is None:
-        return _no_job(job_id)
+        raise _no_job(job_id)
     return _tagged(job_json(job), job_etag(job.version))
-
-
-def _no_job(job_id: str) -> Any:
-    return jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
 
 
 @blueprint.get("/stats")
@@ -340,9 +317,8 @@ def job_events(session: Any, job: views.JobView) -> Any:
 
 def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> Any:
     svc = services()
-    not_found = jsonify(error_body("not_found", f"no job {job_id[:64]!r}")), 404
     if not is_public_id(job_id):
-        return not_found
+        raise _no_job(job_id)
     try:
         with svc.db.transaction() as session:
             job = action(session, job_id, now=utcnow(), **kwargs)
@@ -350,12 +326,7 @@ def _operator_action(action: Callable[..., Job], job_id: str, **kwargs: Any) -> 
             view = views.view_of(job)
             body = job_json(view)
     except LookupError:
-        return not_found
-    except operator.NotAllowed as exc:
-        return jsonify(error_body("not_allowed", str(exc))), 409
-    except budgets.BudgetExceeded as exc:
-        retry_after = str(exc.seconds_left(utcnow()))
-        return jsonify({"error": exc.as_error()}), 429, {"Retry-After": retry_after}
+        raise _no_job(job_id) from None
     return (
         jsonify(body),
         202,

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import g, jsonify, request
+from flask import g, request
 
-from webhook_app.app import error_body, services
+from webhook_app.extensions import services
 from webhook_app.infra.callback_tokens import matches_any
 from webhook_app.infra.refusals import API_SCOPE, API_UNAUTHENTICATED, refuse
 from webhook_app.services import api_tokens
 from webhook_app.services.api_tokens import READ, WRITE
+from webhook_app.web.errors import ErrorAnswer
 
 __all__ = ["READ", "WRITE", "authenticate", "requires_scope"]
 
@@ -36,18 +37,21 @@ def _identify(token: str) -> api_tokens.Holder | None:
         return api_tokens.Holder.of(found) if found else None
 
 
-def authenticate() -> Any:
-    """A before_request hook: None when the bearer token is known, else the 401 answer."""
+def authenticate() -> None:
+    """A before_request hook: passes when the bearer token is known, else answers 401."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     holder = _identify(token) if scheme.lower() == "bearer" and token else None
     if holder is None:
         refuse(API_UNAUTHENTICATED, request.remote_addr)
-        body = error_body("unauthorized", "a valid bearer token is required")
-        return jsonify(body), 401, {"WWW-Authenticate": CHALLENGE}
+        raise ErrorAnswer(
+            401,
+            "unauthorized",
+            "a valid bearer token is required",
+            headers={"WWW-Authenticate": CHALLENGE},
+        )
     g.token_scope = holder.scope
     g.token = holder
-    return None
 
 
 def requires_scope(needed: str) -> Callable[[F], F]:
@@ -60,8 +64,9 @@ def requires_scope(needed: str) -> Callable[[F], F]:
                 refuse(API_SCOPE, request.remote_addr)
                 message = f"this token does not have the {needed} scope"
                 challenge = f'{CHALLENGE}, error="insufficient_scope", scope="{needed}"'
-                body = error_body("insufficient_scope", message)
-                return jsonify(body), 403, {"WWW-Authenticate": challenge}
+                raise ErrorAnswer(
+                    403, "insufficient_scope", message, headers={"WWW-Authenticate": challenge}
+                )
             return view(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

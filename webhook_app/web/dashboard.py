@@ -20,7 +20,6 @@ from flask import (
     Flask,
     Request,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -30,6 +29,7 @@ from flask import (
 )
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
+from webhook_app.extensions import services
 from webhook_app.settings import Settings
 from webhook_app.states import TERMINAL, JobStatus
 from webhook_app.web import presentation
@@ -145,7 +145,7 @@ def _headers(response: Any) -> Any:
 def _content_security_policy() -> str:
     """Nothing inline, nothing from elsewhere, but the upstream's images."""
     images = ["'self'", "https:"]
-    upstream = urlsplit(current_app.extensions["webhook_app"].settings.dp_api_url)
+    upstream = urlsplit(services().settings.dp_api_url)
     if upstream.scheme == "http":  # the sandbox, on this machine
         images.append(f"http://{upstream.netloc}")
     return (

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from sqlalchemy import text
 
-from webhook_app.app import services
+from webhook_app.extensions import services
 from webhook_app.infra.queue import describe_broker
 from webhook_app.models import utcnow
 from webhook_app.services import heartbeats

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, redirect, request
+from flask import Blueprint, Response, redirect, request
 
-from webhook_app.app import error_body, services
 from webhook_app.archive.storage import StorageError
+from webhook_app.extensions import services
 from webhook_app.models import is_public_id
 from webhook_app.services.archive import ARCHIVED, find_item
 from webhook_app.web.auth import authenticate
+from webhook_app.web.errors import ErrorAnswer
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("images", __name__, url_prefix="/api/v1")
@@ -24,11 +25,11 @@ CACHE_FOREVER = "private, max-age=31536000, immutable"
 @blueprint.get("/jobs/<job_id>/items/<item_uuid>/image")
 def item_image(job_id: str, item_uuid: str) -> Any:
     if not is_public_id(job_id) or "\x00" in item_uuid:
-        return jsonify(error_body("not_found", "no such item in this job")), 404
+        raise _no_item()
     with services().db.read() as session:
         item = find_item(session, job_id, item_uuid[:64])
         if item is None:
-            return jsonify(error_body("not_found", "no such item in this job")), 404
+            raise _no_item()
         archive, preview_url = item.archive, item.preview_url
     if archive is not None and archive.state == ARCHIVED and archive.sha256 and archive.storage_key:
         headers = {"Cache-Control": CACHE_FOREVER}
@@ -40,8 +41,12 @@ def item_image(job_id: str, item_uuid: str) -> Any:
             chunks = services().storage.open(archive.storage_key)
         except StorageError as exc:
             log.error("archived image unreadable: %s", exc)
-            body = error_body("storage_unavailable", "the archived image cannot be read now")
-            return jsonify(body), 503, {"Retry-After": "30"}
+            raise ErrorAnswer(
+                503,
+                "storage_unavailable",
+                "the archived image cannot be read now",
+                headers={"Retry-After": "30"},
+            ) from None
         response = Response(chunks, mimetype=archive.content_type, headers=headers)
         response.set_etag(archive.sha256)
         if archive.size is not None:
@@ -50,4 +55,8 @@ def item_image(job_id: str, item_uuid: str) -> Any:
     if preview_url:
         # Not kept yet: the upstream's temporary copy, never cached.
         return redirect(preview_url, code=307), {"Cache-Control": "no-store"}
-    return jsonify(error_body("no_image", "the item has no image yet")), 404
+    raise ErrorAnswer(404, "no_image", "the item has no image yet")
+
+
+def _no_item() -> ErrorAnswer:
+    return ErrorAnswer(404, "not_found", "no such item in this job")

@@ -8,16 +8,15 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from webhook_app.app import error_body, services
+from webhook_app.extensions import services
 from webhook_app.models import Notification, NotificationAttempt, Subscription, utcnow
 from webhook_app.services import jobs, notifications, subscriptions
-from webhook_app.web.api import _invalid_request, invalid
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
+from webhook_app.web.errors import ErrorAnswer, invalid
 from webhook_app.web.serialize import _time
 
 blueprint = Blueprint("notifications", __name__, url_prefix="/api/v1")
 blueprint.before_request(authenticate)
-blueprint.register_error_handler(jobs.InvalidRequest, _invalid_request)
 
 STATES = (notifications.PENDING, notifications.DELIVERED, notifications.FAILED)
 
@@ -61,8 +60,8 @@ def attempt_json(attempt: NotificationAttempt) -> dict[str, Any]:
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _not_found(what: str, public_id: str) -> Any:
-    return jsonify(error_body("not_found", f"no {what} {public_id[:64]!r}")), 404
+def _not_found(what: str, public_id: str) -> ErrorAnswer:
+    return ErrorAnswer(404, "not_found", f"no {what} {public_id[:64]!r}")
 
 
 def _id(value: str) -> str:
@@ -76,7 +75,7 @@ def _id(value: str) -> str:
 def create_subscription() -> Any:
     payload = request.get_json(silent=True)
     if payload is None:
-        return invalid("body", "must be a JSON object (Content-Type: application/json)", 400)
+        raise invalid("body", "must be a JSON object (Content-Type: application/json)", 400)
     with services().db.transaction() as session:
         subscription = subscriptions.create_subscription(session, payload, now=utcnow())
         # The secret is shown here once; it is never listed again.
@@ -96,7 +95,7 @@ def get_subscription(subscription_id: str) -> Any:
     with services().db.transaction() as session:
         subscription = subscriptions.get_subscription(session, _id(subscription_id))
         if subscription is None:
-            return _not_found("subscription", subscription_id)
+            raise _not_found("subscription", subscription_id)
         return jsonify(subscription_json(subscription))
 
 
@@ -105,7 +104,7 @@ def get_subscription(subscription_id: str) -> Any:
 def delete_subscription(subscription_id: str) -> Any:
     with services().db.transaction() as session:
         if not subscriptions.delete_subscription(session, _id(subscription_id)):
-            return _not_found("subscription", subscription_id)
+            raise _not_found("subscription", subscription_id)
     return "", 204
 
 
@@ -114,23 +113,23 @@ def list_notifications() -> Any:
     args = request.args
     state = args.get("state") or None
     if state is not None and state not in STATES:
-        return invalid("state", f"must be one of {', '.join(STATES)}", 400)
+        raise invalid("state", f"must be one of {', '.join(STATES)}", 400)
     try:
         limit = int(args.get("limit", 100))
     except ValueError:
-        return invalid("limit", "must be an integer", 400)
+        raise invalid("limit", "must be an integer", 400) from None
     if not 1 <= limit <= 500:
-        return invalid("limit", "must be between 1 and 500", 400)
+        raise invalid("limit", "must be between 1 and 500", 400)
     with services().db.transaction() as session:
         job = subscription = None
         if args.get("job_id"):
             job = jobs.get_job(session, _id(args["job_id"]))
             if job is None:
-                return _not_found("job", args["job_id"])
+                raise _not_found("job", args["job_id"])
         if args.get("subscription_id"):
             subscription = subscriptions.get_subscription(session, _id(args["subscription_id"]))
             if subscription is None:
-                return _not_found("subscription", args["subscription_id"])
+                raise _not_found("subscription", args["subscription_id"])
         found = notifications.list_notifications(
             session, job=job, subscription=subscription, state=state, limit=limit
         )
@@ -142,7 +141,7 @@ def get_notification(notification_id: str) -> Any:
     with services().db.transaction() as session:
         notification = notifications.get_notification(session, _id(notification_id))
         if notification is None:
-            return _not_found("notification", notification_id)
+            raise _not_found("notification", notification_id)
         attempts = notifications.attempts_of(session, notification)
         return jsonify(
             {
@@ -159,6 +158,6 @@ def replay_notification(notification_id: str) -> Any:
     with services().db.transaction() as session:
         notification = notifications.replay(session, _id(notification_id), now=utcnow())
         if notification is None:
-            return _not_found("notification", notification_id)
+            raise _not_found("notification", notification_id)
         body = notification_json(notification)
     return jsonify(body), 202

@@ -8,6 +8,7 @@ import time
 
 from flask import Blueprint, Flask, Response, g, request
 
+from webhook_app.extensions import services
 from webhook_app.infra import logs, metrics
 
 log = logging.getLogger("webhook_app.http")
@@ -20,8 +21,6 @@ _QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 
 @blueprint.get("/metrics")
 def scrape() -> Response:
-    from webhook_app.app import services
-
     body, content_type = metrics.render(services().db)
     return Response(body, content_type=content_type)
 

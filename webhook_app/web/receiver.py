@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from webhook_app.app import error_body, services
+from webhook_app.extensions import services
 from webhook_app.infra import metrics
 from webhook_app.infra.callback_tokens import verify_callback_token
 from webhook_app.infra.refusals import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
@@ -32,12 +32,14 @@ from webhook_app.services.deliveries import (
     receive_delivery,
 )
 from webhook_app.services.progress import NEEDS_CONFIRMATION, Outcome
+from webhook_app.web.errors import ErrorAnswer
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("receiver", __name__)
 
-NOT_FOUND = error_body("not_found", "no such callback")
-FORBIDDEN = error_body("forbidden", "callbacks are not accepted from this address")
+# Answered, not raised: each answer is counted with its outcome.
+NOT_FOUND = ErrorAnswer(404, "not_found", "no such callback")
+FORBIDDEN = ErrorAnswer(403, "forbidden", "callbacks are not accepted from this address")
 # Signed in place of a malformed id, so refusing one costs what refusing a wrong token does.
 STAND_IN_ID = new_public_id()
 
@@ -48,19 +50,19 @@ def _refusal(job_id: str, token: str) -> Any:
     source = request.remote_addr
     if not source_allowed(source, settings.callback_allowed_networks):
         refuse(CALLBACK_SOURCE, source)
-        return jsonify(FORBIDDEN), 403
+        return FORBIDDEN.response(), 403
     well_formed = is_public_id(job_id)
     signed_id = job_id if well_formed else STAND_IN_ID
     if not (verify_callback_token(settings.callback_secrets, signed_id, token) and well_formed):
         refuse(CALLBACK_NOT_FOUND, source)
-        return jsonify(NOT_FOUND), 404
+        return NOT_FOUND.response(), 404
     return None
 
 
 @blueprint.post("/callbacks/<path:anything>")
 def receive_malformed(anything: str) -> Any:
     """Any other callback path: refused exactly like a wrong token."""
-    return _refusal("", anything) or (jsonify(NOT_FOUND), 404)
+    return _refusal("", anything) or (NOT_FOUND.response(), 404)
 
 
 @blueprint.post("/callbacks/<job_id>/<token>")
@@ -116,11 +118,11 @@ def _receive(job_id: str, token: str) -> tuple[Any, int, str]:
         with svc.db.transaction() as session:
             job = keep_unapplied(session, job_id, arrival, type(exc).__name__, now=now)
         if job is None:
-            return jsonify(NOT_FOUND), 404, "unknown_job"
+            return NOT_FOUND.response(), 404, "unknown_job"
         received = Received(job, Outcome.ERROR, duplicate=False, completed=False)
     if received is None:  # a valid token for a job that is no more
         refuse(CALLBACK_NOT_FOUND, request.remote_addr)
-        return jsonify(NOT_FOUND), 404, "unknown_job"
+        return NOT_FOUND.response(), 404, "unknown_job"
     outcome = "duplicate" if received.duplicate else received.outcome.value
     return jsonify(_answer(received)), _status(received), outcome
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, g, jsonify
 
-from webhook_app.app import services
+from webhook_app.extensions import services
 from webhook_app.models import utcnow
 from webhook_app.services import budgets, heartbeats
 from webhook_app.services.upstream_state import current_pause

@@ -55,7 +55,7 @@ def requested_wait(raw: str | None, cap: float) -> float:
     except ValueError:
         seconds = math.nan
     if not 0 <= seconds < math.inf:  # also refuses nan
-        raise jobs.InvalidRequest("wait", "must be a number of seconds, 0 or more")
+        raise jobs.InvalidField("wait", "must be a number of seconds, 0 or more")
     return min(seconds, cap)
 
 
