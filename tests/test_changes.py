@@ -13,11 +13,12 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from tests.factories import T0, generation, make_job
+from webhook_app import changes
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.depositphotos.reports import Report
 from webhook_app.infra.db import Database
 from webhook_app.models import Job, JobItem
-from webhook_app.services import archive, changes, feed, operator, views
+from webhook_app.services import archive, feed, operator, views
 from webhook_app.services.progress import apply_report
 
 

@@ -113,7 +113,7 @@ class Job(Base):
     # Bumped by every visible change to the job, its items or their archives: its ETag.
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Where its last change stands in the deployment's order of changes (the changes feed);
-    # assigned by the database, see webhook_app/services/changes.py.
+    # assigned by the database, see webhook_app/changes.py.
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     items: Mapped[list[JobItem]] = relationship(

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, lazyload
 
+from webhook_app import changes
 from webhook_app.depositphotos.client import (
     AuthenticationError,
     CredentialsRefused,
@@ -47,7 +48,6 @@ from webhook_app.models import Job, JobItem
 from webhook_app.services import (
     archive,
     budgets,
-    changes,
     jobs,
     notifications,
     retention,

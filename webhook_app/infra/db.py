@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
-from webhook_app.services import changes  # noqa: F401 (every session records job changes)
+from webhook_app import changes  # noqa: F401 (every session records job changes)
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:

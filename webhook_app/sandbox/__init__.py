@@ -1,4 +1,6 @@
-"""A Depositphotos-compatible fake upstream with adjustable delays, faults and callback shapes."""
+"""A Depositphotos-compatible fake upstream with adjustable delays, faults and callback shapes.
+
+It plays the other side of the wire, so it imports nothing of the service."""
 
 from .app import create_sandbox_app
 from .knobs import SandboxKnobs, knobs_from_env

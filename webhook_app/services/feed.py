@@ -3,7 +3,7 @@
 A cursor is the position of the last change a reader has seen (`change_seq`, then the job's
 id for the jobs one transaction changed together). A page reads forward from it along the
 `(change_seq, id)` index, never past the horizon below which nothing can still commit (see
-`webhook_app.services.changes`), so the cost of a page is the number of changes it returns,
+`webhook_app.changes`), so the cost of a page is the number of changes it returns,
 whatever the size of the table.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select, tuple_
 
+from webhook_app.changes import change_horizon
 from webhook_app.models import Job
 from webhook_app.services import views
-from webhook_app.services.changes import change_horizon
 from webhook_app.services.jobs import InvalidField, filtered
 
 NOW = "now"  # a cursor at the current end of the feed: only later changes

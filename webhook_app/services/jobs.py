@@ -16,13 +16,14 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
 
+from webhook_app import changes
 from webhook_app.depositphotos.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.infra import logs
 from webhook_app.infra.db import after_commit
 from webhook_app.infra.queue import SUBMIT_JOB
 from webhook_app.models import Delivery, Event, Job, JobItem, is_public_id, utcnow
 from webhook_app.services import budgets as budgets_service
-from webhook_app.services import changes, views
+from webhook_app.services import views
 from webhook_app.states import JobStatus
 
 MAX_METADATA_BYTES = 8192
