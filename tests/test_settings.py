@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from webhook_app.settings import (
     Settings,
     SettingsError,
     normalize_database_url,
+    read_setting,
 )
 
 PRODUCTION = {
@@ -346,3 +348,47 @@ def test_pace_and_price_settings_are_read_and_checked() -> None:
     ):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: value})
+
+
+def test_the_commands_settings_are_read_and_checked_by_name() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.web_concurrency, defaults.worker_concurrency) == (2, 2)
+    assert defaults.sandbox_port == 8001
+    settings = Settings.from_env(
+        {"WEB_CONCURRENCY": "3", "WORKER_CONCURRENCY": " 5 ", "SANDBOX_PORT": "9101"}
+    )
+    assert (settings.web_concurrency, settings.worker_concurrency) == (3, 5)
+    assert settings.sandbox_port == 9101
+    for name, value, problem in (
+        ("WEB_CONCURRENCY", "two", "must be a whole number, got 'two'"),
+        ("WEB_CONCURRENCY", "0", "must be at least 1"),
+        ("WORKER_CONCURRENCY", "2.5", "must be a whole number, got '2.5'"),
+        ("SANDBOX_PORT", "http", "must be an integer"),
+        ("SANDBOX_PORT", "70000", "must be between 1 and 65535"),
+    ):
+        with pytest.raises(SettingsError, match=re.escape(f"{name} {problem}")):
+            Settings.from_env({name: value})
+
+
+def test_one_setting_is_read_without_the_others() -> None:
+    incomplete_production = {"APP_ENV": "production", "SANDBOX_PORT": "9101"}
+    assert read_setting("SANDBOX_PORT", incomplete_production) == 9101
+    assert read_setting("API_TOKENS", {}) == ("dev-token",)
+    assert read_setting("API_TOKENS", {"API_TOKENS": " a, b"}) == ("a", "b")
+    assert read_setting("PORT", {}) == 8000
+    with pytest.raises(SettingsError, match="PORT must be an integer"):
+        read_setting("PORT", {"PORT": "80a"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PUBLIC_BASE_URL", "ftp://user:hunter2@example.com"),
+        ("CELERY_BROKER_URL", "http://:hunter2@redis.internal"),
+        ("REDIS_URL", "http://:hunter2@redis.internal"),
+    ],
+)
+def test_a_bad_url_is_refused_without_repeating_its_password(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name) as refused:
+        Settings.from_env(production(**{"CELERY_BROKER_URL": None, name: value}))
+    assert "hunter2" not in str(refused.value)
