@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from webhook_app.settings import (
     DEFAULT_DP_API_URL,
@@ -15,6 +16,7 @@ from webhook_app.settings import (
     normalize_database_url,
     read_setting,
 )
+from webhook_app.tools.cli import main
 
 PRODUCTION = {
     "APP_ENV": "production",
@@ -378,6 +380,26 @@ def test_one_setting_is_read_without_the_others() -> None:
     assert read_setting("PORT", {}) == 8000
     with pytest.raises(SettingsError, match="PORT must be an integer"):
         read_setting("PORT", {"PORT": "80a"})
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "message"),
+    [
+        (["serve"], {"WEB_CONCURRENCY": "two"}, "WEB_CONCURRENCY must be a whole number"),
+        (["worker"], {"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be at least 1"),
+        (["sandbox"], {"SANDBOX_PORT": "x"}, "SANDBOX_PORT must be an integer"),
+        (["jobs"], {"PORT": "80a"}, "PORT must be an integer"),
+        (["migrate"], {"MAX_WAIT": "40"}, "MAX_WAIT must be under 30 seconds"),
+        (["migrate"], {"APP_ENV": "production"}, "must be set when APP_ENV=production"),
+    ],
+)
+def test_the_cli_names_a_bad_setting_in_one_line(
+    command: list[str], env: dict[str, str], message: str
+) -> None:
+    result = CliRunner().invoke(main, command, env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: configuration: ") and message in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize(
