@@ -13,10 +13,13 @@ from webhook_app.settings import (
     DEFAULT_DP_API_URL,
     Settings,
     SettingsError,
+    configuration_table,
     normalize_database_url,
     read_setting,
 )
 from webhook_app.tools.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 PRODUCTION = {
     "APP_ENV": "production",
@@ -414,3 +417,29 @@ def test_a_bad_url_is_refused_without_repeating_its_password(name: str, value: s
     with pytest.raises(SettingsError, match=name) as refused:
         Settings.from_env(production(**{"CELERY_BROKER_URL": None, name: value}))
     assert "hunter2" not in str(refused.value)
+
+
+def _readme_table() -> list[str]:
+    text = README.read_text()
+    start = text.index("| variable | default | meaning |")
+    return text[start : text.index("\n\n", start)].splitlines()
+
+
+def test_readme_lists_every_setting() -> None:
+    """The README's table is the one the declarations write: no variable missing, none extra,
+    each with the default and meaning declared."""
+    declared = configuration_table().splitlines()
+    written = _readme_table()
+
+    def names(rows: list[str]) -> list[str]:
+        return [row.split("|")[1].strip().strip("`") for row in rows[2:]]
+
+    missing = sorted(set(names(declared)) - set(names(written)))
+    unknown = sorted(set(names(written)) - set(names(declared)))
+    assert not missing, (
+        f"README.md lacks {missing}; python -m webhook_app.settings prints the table"
+    )
+    assert not unknown, f"README.md lists {unknown}, which nothing declares"
+    assert written == declared, (
+        "README.md's table differs; python -m webhook_app.settings prints it"
+    )
