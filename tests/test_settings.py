@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from webhook_app.settings import (
     DEFAULT_DP_API_URL,
     Settings,
     SettingsError,
+    configuration_table,
     normalize_database_url,
+    read_setting,
 )
+from webhook_app.tools.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 PRODUCTION = {
     "APP_ENV": "production",
@@ -346,3 +353,93 @@ def test_pace_and_price_settings_are_read_and_checked() -> None:
     ):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: value})
+
+
+def test_the_commands_settings_are_read_and_checked_by_name() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.web_concurrency, defaults.worker_concurrency) == (2, 2)
+    assert defaults.sandbox_port == 8001
+    settings = Settings.from_env(
+        {"WEB_CONCURRENCY": "3", "WORKER_CONCURRENCY": " 5 ", "SANDBOX_PORT": "9101"}
+    )
+    assert (settings.web_concurrency, settings.worker_concurrency) == (3, 5)
+    assert settings.sandbox_port == 9101
+    for name, value, problem in (
+        ("WEB_CONCURRENCY", "two", "must be a whole number, got 'two'"),
+        ("WEB_CONCURRENCY", "0", "must be at least 1"),
+        ("WORKER_CONCURRENCY", "2.5", "must be a whole number, got '2.5'"),
+        ("SANDBOX_PORT", "http", "must be an integer"),
+        ("SANDBOX_PORT", "70000", "must be between 1 and 65535"),
+    ):
+        with pytest.raises(SettingsError, match=re.escape(f"{name} {problem}")):
+            Settings.from_env({name: value})
+
+
+def test_one_setting_is_read_without_the_others() -> None:
+    incomplete_production = {"APP_ENV": "production", "SANDBOX_PORT": "9101"}
+    assert read_setting("SANDBOX_PORT", incomplete_production) == 9101
+    assert read_setting("API_TOKENS", {}) == ("dev-token",)
+    assert read_setting("API_TOKENS", {"API_TOKENS": " a, b"}) == ("a", "b")
+    assert read_setting("PORT", {}) == 8000
+    with pytest.raises(SettingsError, match="PORT must be an integer"):
+        read_setting("PORT", {"PORT": "80a"})
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "message"),
+    [
+        (["serve"], {"WEB_CONCURRENCY": "two"}, "WEB_CONCURRENCY must be a whole number"),
+        (["worker"], {"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY must be at least 1"),
+        (["sandbox"], {"SANDBOX_PORT": "x"}, "SANDBOX_PORT must be an integer"),
+        (["jobs"], {"PORT": "80a"}, "PORT must be an integer"),
+        (["migrate"], {"MAX_WAIT": "40"}, "MAX_WAIT must be under 30 seconds"),
+        (["migrate"], {"APP_ENV": "production"}, "must be set when APP_ENV=production"),
+    ],
+)
+def test_the_cli_names_a_bad_setting_in_one_line(
+    command: list[str], env: dict[str, str], message: str
+) -> None:
+    result = CliRunner().invoke(main, command, env=env)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: configuration: ") and message in result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PUBLIC_BASE_URL", "ftp://user:hunter2@example.com"),
+        ("CELERY_BROKER_URL", "http://:hunter2@redis.internal"),
+        ("REDIS_URL", "http://:hunter2@redis.internal"),
+    ],
+)
+def test_a_bad_url_is_refused_without_repeating_its_password(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name) as refused:
+        Settings.from_env(production(**{"CELERY_BROKER_URL": None, name: value}))
+    assert "hunter2" not in str(refused.value)
+
+
+def _readme_table() -> list[str]:
+    text = README.read_text()
+    start = text.index("| variable | default | meaning |")
+    return text[start : text.index("\n\n", start)].splitlines()
+
+
+def test_readme_lists_every_setting() -> None:
+    """The README's table is the one the declarations write: no variable missing, none extra,
+    each with the default and meaning declared."""
+    declared = configuration_table().splitlines()
+    written = _readme_table()
+
+    def names(rows: list[str]) -> list[str]:
+        return [row.split("|")[1].strip().strip("`") for row in rows[2:]]
+
+    missing = sorted(set(names(declared)) - set(names(written)))
+    unknown = sorted(set(names(written)) - set(names(declared)))
+    assert not missing, (
+        f"README.md lacks {missing}; python -m webhook_app.settings prints the table"
+    )
+    assert not unknown, f"README.md lists {unknown}, which nothing declares"
+    assert written == declared, (
+        "README.md's table differs; python -m webhook_app.settings prints it"
+    )

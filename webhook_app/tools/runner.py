@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from webhook_app.infra.migrate import upgrade
-from webhook_app.settings import SANDBOX_PORT, Settings
+from webhook_app.settings import Settings
 
 STOP_GRACE = 20.0
 
@@ -78,7 +78,7 @@ def run_everything(settings: Settings, *, port: int | None = None) -> int:
     # One metrics directory for every part, so the web's /metrics counts the worker too.
     environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="webhook-app-metrics-"))
     if settings.uses_sandbox:
-        sandbox_port = int(environ.get("SANDBOX_PORT") or SANDBOX_PORT)
+        sandbox_port = settings.sandbox_port
         environ["DP_API_URL"] = environ.get("DP_API_URL") or f"http://127.0.0.1:{sandbox_port}"
         environ["SANDBOX_PORT"] = str(sandbox_port)
         if "PUBLIC_BASE_URL" not in environ and settings.is_development:
