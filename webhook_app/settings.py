@@ -648,13 +648,6 @@ class Settings:
         "WORKER_METRICS_PORT",
         metrics_port,
         "also serve the worker's metrics on this port",
-        related=(
-            documented(
-                "DB_STATEMENT_COUNTS",
-                "a directory: every process counts its database statements and transactions "
-                "there (used by the benchmark kit)",
-            ),
-        ),
     )
     # The upstream's pace and price: shared by every process of the deployment.
     upstream_rate_limit: float = setting(
