@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kombu import transport
 from kombu.transport import TRANSPORT_ALIASES, sqlalchemy
 from sqlalchemy.exc import IntegrityError
 
@@ -35,6 +36,9 @@ class Transport(sqlalchemy.Transport):
 
 def use_fast_polling() -> None:
     TRANSPORT_ALIASES["sqla"] = f"{__name__}:Transport"
+    # kombu remembers the class an alias resolved to: a `sqla+` connection made earlier in
+    # this process would keep the slow stock transport.
+    transport._transport_cache.pop("sqla", None)
 
 
 def create_directory(url: str) -> None:
