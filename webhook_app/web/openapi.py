@@ -4,6 +4,10 @@ Served without authentication at /api/v1/openapi.json. `OPERATIONS` describes ev
 the served document holds those the running app actually has, so an operation described here
 ahead of its route appears once the route exists. tests/test_openapi.py checks the reverse
 (every route is described) and checks real answers against the schemas.
+
+The schemas of the answers (jobs, items, archives, deliveries, events, pages, stats) are made
+from their one declaration in `webhook_app.shapes` (`shape_schemas`); tests/test_shapes.py
+checks the serializer's answers against them.
 """
 
 from __future__ import annotations
@@ -107,14 +111,9 @@ def _type_schema(hint: Any, closed: bool) -> dict[str, Any]:
         key, value = args
         if get_origin(key) is Literal:
             return obj({name: _schema_of(value, closed) for name in get_args(key)})
-        return (
-            {"type": "object"}
-            if value is Any
-            else {
-                "type": "object",
-                "additionalProperties": _schema_of(value, closed),
-            }
-        )
+        if value is Any:
+            return {"type": "object"}
+        return {"type": "object", "additionalProperties": _schema_of(value, closed)}
     if is_typeddict(hint):
         named = hint in shapes.COMPONENTS
         return ref(hint.__name__) if named else shape_schema(hint, closed=closed)
