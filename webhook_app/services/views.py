@@ -10,17 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from operator import itemgetter
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select, bindparam, select
+from sqlalchemy import Connection, RowMapping, Select, bindparam, select
 from sqlalchemy.orm import aliased
 
+from webhook_app import shapes
 from webhook_app.models import ItemArchive, Job, JobItem
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveView:
-    state: str
+    state: shapes.ArchiveState
     sha256: str | None
     size: int | None
     content_type: str | None
@@ -47,7 +49,7 @@ class JobView:
     id: int
     public_id: str
     kind: str
-    status: str
+    status: shapes.Status
     prompt: str
     aspect_ratio: str | None
     medium: str | None
@@ -56,7 +58,7 @@ class JobView:
     generation_uuid: str | None
     upstream_status: str | None
     purchase_status: str | None
-    submission: str | None
+    submission: shapes.Submission | None
     attempts: int
     last_error: dict[str, Any] | None
     retry_of: str | None  # the public id of the job this one retries
@@ -71,61 +73,57 @@ class JobView:
 
 V = TypeVar("V", JobView, ItemView, ArchiveView)
 _ORIGIN = aliased(Job)
-_JOB_COLUMNS = (
-    Job.id,
-    Job.public_id,
-    Job.kind,
-    Job.status,
-    Job.prompt,
-    Job.aspect_ratio,
-    Job.medium,
-    Job.meta.label("meta"),  # rows are read by name: the column is called metadata
-    Job.idempotency_key,
-    Job.generation_uuid,
-    Job.upstream_status,
-    Job.purchase_status,
-    Job.submission,
-    Job.attempts,
-    Job.last_error,
-    _ORIGIN.public_id.label("retry_of"),
-    Job.created_at,
-    Job.updated_at,
-    Job.submitted_at,
-    Job.finished_at,
-    Job.deadline_at,
-    Job.version,
+
+
+def _columns(view: type[V], model: type[Any], prefix: str = "", **named: Any) -> dict[str, Any]:
+    """The column read into each field of `view`, in its order, by the name it is given: the
+    field's, after `prefix`. Each is `model`'s attribute of the field's name unless `named`
+    gives another. Fields holding other views are left out."""
+    columns = {}
+    for f in fields(view):
+        if f.name in ("items", "archive"):
+            continue
+        column = named[f.name] if f.name in named else getattr(model, f.name)
+        columns[prefix + f.name] = column.label(prefix + f.name) if prefix else column
+    return columns
+
+
+_JOB_COLUMNS = _columns(
+    JobView,
+    Job,
+    meta=Job.meta.label("meta"),  # the column is called metadata
+    retry_of=_ORIGIN.public_id.label("retry_of"),
 )
-_ITEM_COLUMNS = (
-    JobItem.uuid,
-    JobItem.dp_item_id,
-    JobItem.preview_url,
-    JobItem.width,
-    JobItem.height,
-    JobItem.media_type,
-)
-_ARCHIVE_COLUMNS = (
-    ItemArchive.state,
-    ItemArchive.sha256,
-    ItemArchive.size,
-    ItemArchive.content_type,
-    ItemArchive.width,
-    ItemArchive.height,
-    ItemArchive.archived_at,
-    ItemArchive.attempts,
-    ItemArchive.last_error,
-)
+_ITEM_COLUMNS = _columns(ItemView, JobItem)
+# Named apart from the item's (and the job's) width, height, attempts and last_error.
+_ARCHIVE_COLUMNS = _columns(ArchiveView, ItemArchive, prefix="archive_")
+# Each reads a row's values by name, in the order of its view's fields.
+_job_values = itemgetter(*_JOB_COLUMNS)
+_item_values = itemgetter(*_ITEM_COLUMNS)
+_archive_values = itemgetter(*_ARCHIVE_COLUMNS)
+
 # Jobs, each with the public id of the job it retries (most have none).
-JOBS: Select[Any] = select(*_JOB_COLUMNS).outerjoin(_ORIGIN, _ORIGIN.id == Job.retry_of_id)
+JOBS: Select[Any] = select(*_JOB_COLUMNS.values()).outerjoin(_ORIGIN, _ORIGIN.id == Job.retry_of_id)
 # The items of some jobs, in order, each with its archive if it has one.
 _ITEMS = (
-    select(JobItem.job_id, *_ITEM_COLUMNS, ItemArchive.id.label("archive_id"), *_ARCHIVE_COLUMNS)
+    select(
+        JobItem.job_id,
+        *_ITEM_COLUMNS.values(),
+        ItemArchive.id.label("archive_id"),
+        *_ARCHIVE_COLUMNS.values(),
+    )
     .outerjoin(ItemArchive, ItemArchive.item_id == JobItem.id)
     .where(JobItem.job_id.in_(bindparam("jobs", expanding=True)))
     .order_by(JobItem.job_id, JobItem.position)
 )
 # One job with its items and their archives, in one statement: a row per item (or one row).
 _ONE = (
-    select(*_JOB_COLUMNS, *_ITEM_COLUMNS, ItemArchive.id.label("archive_id"), *_ARCHIVE_COLUMNS)
+    select(
+        *_JOB_COLUMNS.values(),
+        *_ITEM_COLUMNS.values(),
+        ItemArchive.id.label("archive_id"),
+        *_ARCHIVE_COLUMNS.values(),
+    )
     .select_from(Job)
     .outerjoin(_ORIGIN, _ORIGIN.id == Job.retry_of_id)
     .outerjoin(JobItem, JobItem.job_id == Job.id)
@@ -133,7 +131,6 @@ _ONE = (
     .where(Job.public_id == bindparam("key"))
     .order_by(JobItem.position)
 )
-_JOB_FIELDS = len(_JOB_COLUMNS)
 
 
 def job_view(connection: Connection, public_id: str) -> JobView | None:
@@ -143,8 +140,8 @@ def job_view(connection: Connection, public_id: str) -> JobView | None:
     rows = connection.execute(_ONE, {"key": public_id}).all()
     if not rows:
         return None
-    items = tuple(_item(row[_JOB_FIELDS:]) for row in rows if row.uuid is not None)
-    return JobView(*(*rows[0][:_JOB_FIELDS], items))
+    items = tuple(_item(row._mapping) for row in rows if row.uuid is not None)
+    return _job(rows[0]._mapping, items)
 
 
 def version_of(connection: Connection, public_id: str) -> int | None:
@@ -169,17 +166,18 @@ def views_of_rows(connection: Connection, rows: Sequence[Any]) -> list[JobView]:
         return []
     items: dict[int, list[ItemView]] = {row.id: [] for row in rows}
     for item in connection.execute(_ITEMS, {"jobs": list(items)}):
-        items[item.job_id].append(_item(item[1:]))
-    return [JobView(*(*row[:_JOB_FIELDS], tuple(items[row.id]))) for row in rows]
+        items[item.job_id].append(_item(item._mapping))
+    return [_job(row._mapping, tuple(items[row.id])) for row in rows]
 
 
-def _item(columns: Sequence[Any]) -> ItemView:
-    """An item from its columns, then its archive's id and columns (None without one)."""
-    count = len(_ITEM_COLUMNS)
-    archive = None
-    if columns[count] is not None:
-        archive = ArchiveView(*columns[count + 1 :])
-    return ItemView(*(*columns[:count], archive))
+def _job(row: RowMapping, items: tuple[ItemView, ...]) -> JobView:
+    return JobView(*(*_job_values(row), items))
+
+
+def _item(row: RowMapping) -> ItemView:
+    """An item from a row holding its columns and its archive's (all None without one)."""
+    archive = None if row["archive_id"] is None else ArchiveView(*_archive_values(row))
+    return ItemView(*(*_item_values(row), archive))
 
 
 def view_of(job: Job) -> JobView:

@@ -21,9 +21,21 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 import requests
+
+# The answers' types, declared with the server's serializer: re-exported as the client's own.
+from webhook_app.shapes import Archive as Archive
+from webhook_app.shapes import BatchJobs as BatchJobs
+from webhook_app.shapes import ChangesPage as ChangesPage
+from webhook_app.shapes import Delivery as Delivery
+from webhook_app.shapes import Event as Event
+from webhook_app.shapes import Item as Item
+from webhook_app.shapes import Job as Job
+from webhook_app.shapes import JobPage as JobPage
+from webhook_app.shapes import Stats as Stats
+from webhook_app.shapes import Status as Status
 
 TERMINAL = ("completed", "failed", "timed_out")
 # The longest long-poll asked for until the server names its own cap (X-Max-Wait): under
@@ -31,86 +43,7 @@ TERMINAL = ("completed", "failed", "timed_out")
 MAX_WAIT = 25.0
 KNOWN_JOBS = 10_000  # answers kept for conditional reads
 
-Status = Literal[
-    "queued", "submitting", "submitted", "processing", "timed_out", "completed", "failed"
-]
-
-
-class Item(TypedDict):
-    uuid: str
-    dp_item_id: int | None
-    preview_url: str | None
-    width: int | None
-    height: int | None
-    type: str | None
-
-
-class Job(TypedDict):
-    id: str
-    version: int
-    kind: str
-    status: Status
-    prompt: str
-    aspect_ratio: str | None
-    medium: str | None
-    metadata: dict[str, Any] | None
-    idempotency_key: str | None
-    generation_uuid: str | None
-    upstream_status: str | None
-    purchase_status: str | None
-    submission: str | None
-    attempts: int
-    last_error: dict[str, Any] | None
-    items: list[Item]
-    created_at: str
-    updated_at: str
-    submitted_at: str | None
-    finished_at: str | None
-    deadline_at: str
-    links: dict[str, str]
-
-
-class JobPage(TypedDict):
-    jobs: list[Job]
-    next_cursor: str | None
-
-
-class ChangesPage(TypedDict):
-    jobs: list[Job]
-    next_cursor: str
-    more: bool
-
-
-class Batch(TypedDict):
-    jobs: list[Job]
-    missing: list[str]
-
-
-class Event(TypedDict):
-    at: str
-    source: str
-    to: str
-    detail: dict[str, Any] | None
-    # also "from": the previous status (a keyword in Python, so read it as event["from"])
-
-
-class Delivery(TypedDict):
-    id: int
-    received_at: str
-    last_received_at: str
-    received_count: int
-    outcome: str
-    detail: str | None
-    content_type: str | None
-    headers: dict[str, str] | None
-    source_addr: str | None
-    body: str
-    body_encoding: Literal["utf-8", "hex"]
-
-
-class Stats(TypedDict):
-    jobs: dict[str, int]
-    total: int
+Batch = BatchJobs  # the name this client first gave the batch answer
 
 
 class Usage(TypedDict):

@@ -19,7 +19,16 @@ from webhook_app.states import JobStatus
 from webhook_app.web import waiting
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
 from webhook_app.web.errors import ErrorAnswer, invalid
-from webhook_app.web.serialize import delivery_json, event_json, job_etag, job_json
+from webhook_app.web.serialize import (
+    batch_json,
+    changes_json,
+    delivery_json,
+    event_json,
+    job_etag,
+    job_json,
+    job_page_json,
+    stats_json,
+)
 from webhook_app.web.usage import request_budgets
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -168,8 +177,7 @@ def list_jobs() -> Any:
         )
     if page.unchanged:
         return _not_modified(page.tag)
-    body = {"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.next_cursor}
-    return _tagged(body, page.tag)
+    return _tagged(job_page_json(page.jobs, page.next_cursor), page.tag)
 
 
 class _KnownWeakly:
@@ -224,7 +232,7 @@ def _changes() -> Any:
     if not latest:
         arrived()
     page = latest[0]
-    body = {"jobs": [job_json(j) for j in page.jobs], "next_cursor": page.cursor, "more": page.more}
+    body = changes_json(page.jobs, page.cursor, page.more)
     headers = {waiting.MAX_WAIT_HEADER: f"{services().settings.max_wait:g}"}
     if not (page.jobs or page.more):
         headers["Retry-After"] = POLL_AGAIN
@@ -246,7 +254,7 @@ def batch_get_jobs() -> Any:
         raise invalid("ids", f"must name at most {jobs.MAX_BATCH} jobs")
     with services().db.read() as session:
         found, missing = jobs.jobs_by_id(session, ids)
-    return jsonify({"jobs": [job_json(j) for j in found], "missing": missing})
+    return jsonify(batch_json(found, missing))
 
 
 def _waits(view: F) -> F:
@@ -300,7 +308,7 @@ def stats() -> Any:
     tag = hashlib.blake2b(repr(sorted(counts.items())).encode(), digest_size=8).hexdigest()
     if request.if_none_match.contains_weak(tag):
         return _not_modified(tag)
-    return _tagged({"jobs": counts, "total": sum(counts.values())}, tag)
+    return _tagged(stats_json(counts), tag)
 
 
 @blueprint.get("/jobs/<job_id>/deliveries")

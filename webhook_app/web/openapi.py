@@ -4,16 +4,31 @@ Served without authentication at /api/v1/openapi.json. `OPERATIONS` describes ev
 the served document holds those the running app actually has, so an operation described here
 ahead of its route appears once the route exists. tests/test_openapi.py checks the reverse
 (every route is described) and checks real answers against the schemas.
+
+The schemas of the answers (jobs, items, archives, deliveries, events, pages, stats) are made
+from their one declaration in `webhook_app.shapes` (`shape_schemas`); tests/test_shapes.py
+checks the serializer's answers against them.
 """
 
 from __future__ import annotations
 
 import re
+import types
 from importlib import metadata
-from typing import Any
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 from flask import Blueprint, Flask, current_app, jsonify
 
+from webhook_app import shapes
 from webhook_app.depositphotos.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.services.jobs import MAX_BATCH, MAX_PAGE
 from webhook_app.services.progress import Outcome
@@ -48,6 +63,68 @@ def obj(properties: dict[str, Any], *optional: str, **extra: Any) -> dict[str, A
     """An object schema whose properties are all required except `optional`."""
     required = [name for name in properties if name not in optional]
     return {"type": "object", "required": required, "properties": properties, **extra}
+
+
+_SCALARS = {str: "string", int: "integer", bool: "boolean", float: "number"}
+
+
+def shape_schema(shape: Any, *, closed: bool = False) -> dict[str, Any]:
+    """The JSON Schema of an answer declared in `shapes`: every key required, the answers
+    named in `shapes.COMPONENTS` by reference. `closed` refuses keys it does not declare."""
+    hints = get_type_hints(shape, include_extras=True)
+    schema = obj(
+        {name: _schema_of(hint, closed) for name, hint in hints.items()},
+        *(name for name in hints if name not in shape.__required_keys__),
+    )
+    return {**schema, "additionalProperties": False} if closed else schema
+
+
+def _schema_of(hint: Any, closed: bool) -> dict[str, Any]:
+    keywords: dict[str, Any] = {}
+    if get_origin(hint) is Annotated:
+        hint, *extras = get_args(hint)
+        for extra in extras:
+            if isinstance(extra, shapes.Schema):
+                if extra.ref:
+                    return ref(extra.ref)
+                keywords.update(extra.keywords)
+    return {**_type_schema(hint, closed), **keywords}
+
+
+def _type_schema(hint: Any, closed: bool) -> dict[str, Any]:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        present = [arg for arg in args if arg is not type(None)]
+        if len(present) != 1 or len(present) == len(args):
+            raise TypeError(f"only `T | None` unions are described: {hint}")
+        schema = _schema_of(present[0], closed)
+        if "type" in schema:
+            return {**schema, "type": [schema["type"], "null"]}
+        if "enum" in schema:
+            return {**schema, "enum": [*schema["enum"], None]}
+        return {"anyOf": [schema, {"type": "null"}]}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin is list:
+        return {"type": "array", "items": _schema_of(args[0], closed)}
+    if origin is dict:
+        key, value = args
+        if get_origin(key) is Literal:
+            return obj({name: _schema_of(value, closed) for name in get_args(key)})
+        if value is Any:
+            return {"type": "object"}
+        return {"type": "object", "additionalProperties": _schema_of(value, closed)}
+    if is_typeddict(hint):
+        named = hint in shapes.COMPONENTS
+        return ref(hint.__name__) if named else shape_schema(hint, closed=closed)
+    if hint in _SCALARS:
+        return {"type": _SCALARS[hint]}
+    raise TypeError(f"no JSON Schema for {hint!r}")
+
+
+def shape_schemas(*, closed: bool = False) -> dict[str, Any]:
+    """The component schemas of every answer in `shapes.COMPONENTS`, by name."""
+    return {shape.__name__: shape_schema(shape, closed=closed) for shape in shapes.COMPONENTS}
 
 
 SCHEMAS: dict[str, Any] = {
@@ -104,27 +181,6 @@ SCHEMAS: dict[str, Any] = {
         "metadata",
         additionalProperties=False,
     ),
-    "Item": obj(
-        {
-            "uuid": {"type": "string"},
-            "dp_item_id": NULLABLE_INT,
-            "preview_url": NULLABLE_STRING,
-            "width": NULLABLE_INT,
-            "height": NULLABLE_INT,
-            "type": NULLABLE_STRING,
-            "image_url": {
-                "type": ["string", "null"],
-                "description": "our archived copy once kept, else the upstream's preview URL",
-            },
-            "archive": {
-                "type": ["object", "null"],
-                "description": "our copy of the image: `state` pending, archived or failed",
-                "properties": {"state": {"enum": ["pending", "archived", "failed"]}},
-            },
-        },
-        "image_url",
-        "archive",
-    ),
     "LastError": {
         "type": ["object", "null"],
         "properties": {
@@ -135,54 +191,6 @@ SCHEMAS: dict[str, Any] = {
             "at": NULLABLE_TIME,
         },
     },
-    "Job": obj(
-        {
-            "id": {"type": "string"},
-            "version": {
-                "type": "integer",
-                "minimum": 1,
-                "description": "grows with every change to the job, its items or archives; "
-                "the answer's ETag is made of it",
-            },
-            "kind": {"type": "string"},
-            "status": {"enum": STATUSES},
-            "prompt": {"type": "string"},
-            "aspect_ratio": NULLABLE_STRING,
-            "medium": NULLABLE_STRING,
-            "metadata": {"type": ["object", "null"]},
-            "idempotency_key": NULLABLE_STRING,
-            "generation_uuid": NULLABLE_STRING,
-            "upstream_status": NULLABLE_STRING,
-            "purchase_status": NULLABLE_STRING,
-            "submission": {
-                "enum": ["in_flight", "retry", "unknown", None],
-                "description": "where the submission stands while the job is `submitting`",
-            },
-            "attempts": {"type": "integer", "minimum": 0},
-            "last_error": ref("LastError"),
-            "retry_of": {
-                "type": ["string", "null"],
-                "description": "the job an operator retried as this one",
-            },
-            "results_archived": {
-                "type": "boolean",
-                "description": "every item's image is kept in our own archive",
-            },
-            "items": {"type": "array", "items": ref("Item")},
-            "created_at": TIME,
-            "updated_at": TIME,
-            "submitted_at": NULLABLE_TIME,
-            "finished_at": NULLABLE_TIME,
-            "deadline_at": TIME,
-            "links": obj(
-                {
-                    "self": {"type": "string"},
-                    "events": {"type": "string"},
-                    "deliveries": {"type": "string"},
-                }
-            ),
-        }
-    ),
     "Subscription": obj(
         {
             "id": {"type": "string"},
@@ -232,32 +240,6 @@ SCHEMAS: dict[str, Any] = {
         "payload",
         "attempt_log",
     ),
-    "JobPage": obj(
-        {
-            "jobs": {"type": "array", "items": ref("Job")},
-            "next_cursor": {
-                "type": ["string", "null"],
-                "description": "pass back as `cursor` for the next page; null on the last",
-            },
-        }
-    ),
-    "ChangesPage": obj(
-        {
-            "jobs": {
-                "type": "array",
-                "items": ref("Job"),
-                "description": "jobs changed after the cursor, in the order of their last change",
-            },
-            "next_cursor": {
-                "type": "string",
-                "description": "pass back as `changed_after` for the changes after these",
-            },
-            "more": {
-                "type": "boolean",
-                "description": "more changes are there already: ask again at once",
-            },
-        }
-    ),
     "BatchGet": obj(
         {
             "ids": {
@@ -269,50 +251,6 @@ SCHEMAS: dict[str, Any] = {
         },
         additionalProperties=False,
     ),
-    "BatchJobs": obj(
-        {
-            "jobs": {
-                "type": "array",
-                "items": ref("Job"),
-                "description": "the jobs found, in the order asked, each once",
-            },
-            "missing": {
-                "type": "array",
-                "items": {"type": "string"},
-                "description": "the ids asked for that no job has",
-            },
-        }
-    ),
-    "Stats": obj(
-        {
-            "jobs": obj({status: {"type": "integer", "minimum": 0} for status in STATUSES}),
-            "total": {"type": "integer", "minimum": 0},
-        }
-    ),
-    "Event": obj(
-        {
-            "at": TIME,
-            "source": {"type": "string"},
-            "from": {"type": ["string", "null"]},
-            "to": {"type": "string"},
-            "detail": {"type": ["object", "null"]},
-        }
-    ),
-    "Delivery": obj(
-        {
-            "id": {"type": "integer"},
-            "received_at": TIME,
-            "last_received_at": TIME,
-            "received_count": {"type": "integer", "minimum": 1},
-            "outcome": {"enum": [o.value for o in Outcome]},
-            "detail": NULLABLE_STRING,
-            "content_type": NULLABLE_STRING,
-            "headers": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
-            "source_addr": NULLABLE_STRING,
-            "body": {"type": "string", "description": "as it arrived (hex when not UTF-8)"},
-            "body_encoding": {"enum": ["utf-8", "hex"]},
-        }
-    ),
     "CallbackAnswer": obj(
         {
             "received": {"const": True},
@@ -322,6 +260,7 @@ SCHEMAS: dict[str, Any] = {
         },
         "detail",
     ),
+    **shape_schemas(),
 }
 
 

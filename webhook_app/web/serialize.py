@@ -1,15 +1,21 @@
-"""JSON shapes of jobs, items, deliveries and events."""
+"""The answers of `webhook_app.shapes` built from jobs, items, deliveries and events."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Literal, cast, overload
 
+from webhook_app import shapes
 from webhook_app.models import Delivery, Event
 from webhook_app.services.archive import ARCHIVED, image_path
 from webhook_app.services.views import ArchiveView, ItemView, JobView
 
 
+@overload
+def _time(value: datetime) -> str: ...
+@overload
+def _time(value: datetime | None) -> str | None: ...
 def _time(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -23,7 +29,7 @@ def job_etag(version: int) -> str:
     return f"{version}.{SHAPE}"
 
 
-def job_json(job: JobView) -> dict[str, Any]:
+def job_json(job: JobView) -> shapes.Job:
     base = f"/api/v1/jobs/{job.public_id}"
     return {
         "id": job.public_id,
@@ -53,7 +59,7 @@ def job_json(job: JobView) -> dict[str, Any]:
     }
 
 
-def item_json(item: ItemView, job_public_id: str) -> dict[str, Any]:
+def item_json(item: ItemView, job_public_id: str) -> shapes.Item:
     archive = archive_json(item.archive, image_path(job_public_id, item.uuid))
     return {
         "uuid": item.uuid,
@@ -67,7 +73,7 @@ def item_json(item: ItemView, job_public_id: str) -> dict[str, Any]:
     }
 
 
-def image_url(item: ItemView, archive: dict[str, Any] | None) -> str | None:
+def image_url(item: ItemView, archive: shapes.Archive | None) -> str | None:
     """Our copy once it is kept; until then the upstream's temporary one."""
     return archive["url"] if archive and archive["state"] == ARCHIVED else item.preview_url
 
@@ -79,7 +85,7 @@ def results_archived(job: JobView) -> bool:
     )
 
 
-def archive_json(archive: ArchiveView | None, url: str) -> dict[str, Any] | None:
+def archive_json(archive: ArchiveView | None, url: str) -> shapes.Archive | None:
     if archive is None:
         return None
     return {
@@ -96,7 +102,8 @@ def archive_json(archive: ArchiveView | None, url: str) -> dict[str, Any] | None
     }
 
 
-def delivery_json(delivery: Delivery) -> dict[str, Any]:
+def delivery_json(delivery: Delivery) -> shapes.Delivery:
+    encoding: Literal["utf-8", "hex"]
     try:
         body, encoding = delivery.body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -106,7 +113,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
         "received_at": _time(delivery.first_received_at),
         "last_received_at": _time(delivery.last_received_at),
         "received_count": delivery.received_count,
-        "outcome": delivery.outcome,
+        "outcome": cast(shapes.Outcome, delivery.outcome),
         "detail": delivery.detail,
         "content_type": delivery.content_type,
         "headers": delivery.headers,
@@ -116,7 +123,7 @@ def delivery_json(delivery: Delivery) -> dict[str, Any]:
     }
 
 
-def event_json(event: Event) -> dict[str, Any]:
+def event_json(event: Event) -> shapes.Event:
     return {
         "at": _time(event.at),
         "source": event.source,
@@ -124,3 +131,20 @@ def event_json(event: Event) -> dict[str, Any]:
         "to": event.to_status,
         "detail": event.detail,
     }
+
+
+def job_page_json(jobs: Sequence[JobView], next_cursor: str | None) -> shapes.JobPage:
+    return {"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor}
+
+
+def changes_json(jobs: Sequence[JobView], next_cursor: str, more: bool) -> shapes.ChangesPage:
+    return {"jobs": [job_json(job) for job in jobs], "next_cursor": next_cursor, "more": more}
+
+
+def batch_json(jobs: Sequence[JobView], missing: list[str]) -> shapes.BatchJobs:
+    return {"jobs": [job_json(job) for job in jobs], "missing": missing}
+
+
+def stats_json(counts: Mapping[str, int]) -> shapes.Stats:
+    """`counts` names every status (zero included)."""
+    return {"jobs": cast(dict[shapes.Status, int], counts), "total": sum(counts.values())}
