@@ -65,7 +65,7 @@ def make_jobs(session: Session) -> tuple[Job, Job]:
         generation_uuid="generation-1",
         upstream_status="completed",
         purchase_status="paid",
-        submission=submission.IN_FLIGHT,
+        submission=submission.CALL_IN_FLIGHT,
         attempts=3,
         last_error={"kind": "http", "code": 502, "message": "bad gateway"},
         retry_of_id=origin.id,
@@ -211,5 +211,5 @@ def test_the_enumerations_are_the_servers() -> None:
         archive.ARCHIVED,
         archive.FAILED,
     }
-    submissions = (submission.IN_FLIGHT, submission.RETRY, submission.UNKNOWN)
+    submissions = (submission.CALL_IN_FLIGHT, submission.RETRY, submission.UNKNOWN)
     assert get_args(shapes.Submission) == submissions
