@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,14 +11,17 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from tests.common.databases import (
+    POSTGRES_URL,
+    REDIS_URL,
+    REQUIRE_SERVICES,
+    create_postgres_database,
+    drop_postgres_database,
+    new_database_url,
+)
+from tests.common.doubles import TEST_SECRET, TEST_TOKEN, RecordingEnqueuer
 from webhook_app.infra.db import Database
-from webhook_app.infra.migrate import upgrade
-from webhook_app.infra.queue import Enqueuer
 from webhook_app.settings import Settings, normalize_database_url
-
-POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 
 def _unavailable(what: str, exc: Exception) -> None:
@@ -56,36 +57,6 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-def create_postgres_database(server_url: str) -> str:
-    """A new, empty database on the server; dropped by drop_postgres_database."""
-    name = f"webhook_app_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_postgres_database(server_url: str, url: str) -> None:
-    name = make_url(url).database
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def new_database_url(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """A migrated, empty database of the given kind, removed at the end of the test(s)."""
-    if kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'webhook_app.sqlite3'}"
-    else:
-        server = request.getfixturevalue("postgres_server")
-        url = create_postgres_database(server)
-        request.addfinalizer(lambda: drop_postgres_database(server, url))
-    upgrade(url)
-    return url
-
-
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     return new_database_url(request.param, tmp_path_factory.mktemp(request.param), request)
@@ -112,24 +83,6 @@ def session(database: Database) -> Iterator[Session]:
         session.close()
         transaction.rollback()
         connection.close()
-
-
-class RecordingEnqueuer(Enqueuer):
-    """Records the tasks the web side would send, instead of talking to a broker."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, tuple[Any, ...]]] = []
-
-    def send(self, name: str, *args: Any) -> bool:
-        self.sent.append((name, args))
-        return True
-
-    def check(self) -> str:
-        return "ok"
-
-
-TEST_SECRET = "test-callback-secret"
-TEST_TOKEN = "test-api-token"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import RecordingEnqueuer
+from tests.common.doubles import RecordingEnqueuer
 from webhook_app.infra.queue import SUBMIT_JOB
 from webhook_app.models import Job, utcnow
 from webhook_app.settings import Settings

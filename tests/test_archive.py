@@ -13,7 +13,7 @@ import pytest
 import requests
 from sqlalchemy import event, select
 
-from tests.factories import T0, generation, make_job
+from tests.common.factories import T0, generation, make_job
 from webhook_app.archive.storage import LocalStorage
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.infra.db import Database

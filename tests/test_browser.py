@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REQUIRE_SERVICES
+from tests.common.databases import REQUIRE_SERVICES
 from webhook_app.tools.stack import Stack
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.conftest import RecordingEnqueuer
+from tests.common.doubles import RecordingEnqueuer
 from webhook_app.infra.db import Database
 from webhook_app.models import Job, utcnow
 from webhook_app.services import budgets

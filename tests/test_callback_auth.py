@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from tests.conftest import TEST_SECRET, RecordingEnqueuer
-from tests.factories import envelope, generation
+from tests.common.doubles import TEST_SECRET, RecordingEnqueuer
+from tests.common.factories import envelope, generation
 from webhook_app.app import create_app
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.infra.refusals import refusal_counts

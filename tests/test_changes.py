@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from tests.factories import T0, generation, make_job
+from tests.common.factories import T0, generation, make_job
 from webhook_app import changes
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.depositphotos.reports import Report

@@ -19,8 +19,8 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tests import chaos
-from tests.chaos import (
+from tests.common import chaos
+from tests.common.chaos import (
     FAST_RECOVERY,
     QUICK_SANDBOX,
     callbacks_acknowledged,
@@ -32,7 +32,7 @@ from tests.chaos import (
     operator_settles_stranded,
     settle,
 )
-from tests.factories import envelope
+from tests.common.factories import envelope
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.tools.stack import Stack, free_port, wait_until
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_TOKEN
+from tests.common.doubles import TEST_TOKEN
+from tests.common.wsgi_transport import session_for
 from tests.test_query_api import complete
-from tests.wsgi_transport import session_for
 from webhook_app.tools import client as api
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import event
 
-from tests.conftest import TEST_SECRET
-from tests.factories import envelope, generation
+from tests.common.doubles import TEST_SECRET
+from tests.common.factories import envelope, generation
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.tools.stack import wait_until
 

@@ -22,8 +22,12 @@ import pytest
 import requests
 from packaging.requirements import Requirement
 
-from tests.conftest import REQUIRE_SERVICES, create_postgres_database, drop_postgres_database
-from tests.production import (
+from tests.common.databases import (
+    REQUIRE_SERVICES,
+    create_postgres_database,
+    drop_postgres_database,
+)
+from tests.common.production import (
     GRACE_PERIOD,
     ROOT,
     Formation,

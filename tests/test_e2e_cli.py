@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.openapi_check import assert_conforms
+from tests.common.openapi_check import assert_conforms
 from webhook_app.tools.stack import Stack
 
 pytestmark = pytest.mark.e2e

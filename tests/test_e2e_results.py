@@ -18,16 +18,16 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks import Webhook
 
-from tests.subscriber import Subscriber
+from tests.common.subscriber import Subscriber
 from webhook_app.tools.stack import Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
 FAST = {"SANDBOX_PREVIEW_DELAY": "0.3", "SANDBOX_FINAL_DELAY": "0.8"}
 ROOT = Path(__file__).parent.parent
-HOOK_TASK = "tests.on_job_done"  # what tests/hook_worker.py runs
+HOOK_TASK = "tests.on_job_done"  # what tests/common/hook_worker.py runs
 HOOK_WORKER = [
-    *("-m", "celery", "-A", "tests.hook_worker", "worker", "--pool=solo", "--loglevel=INFO"),
+    *("-m", "celery", "-A", "tests.common.hook_worker", "worker", "--pool=solo", "--loglevel=INFO"),
     *("--without-gossip", "--without-mingle", "--without-heartbeat"),
 ]
 

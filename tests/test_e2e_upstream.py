@@ -10,7 +10,7 @@ import pytest
 import requests
 from celery import Celery
 
-from tests.chaos import FAST_RECOVERY, QUICK_SANDBOX, create_jobs, fetch, ledger, settle
+from tests.common.chaos import FAST_RECOVERY, QUICK_SANDBOX, create_jobs, fetch, ledger, settle
 from webhook_app.infra.queue import CREATE_JOB
 from webhook_app.tools.client import Client, OverBudget
 from webhook_app.tools.stack import Stack, wait_until

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_SECRET
-from tests.factories import envelope, generation
+from tests.common.doubles import TEST_SECRET
+from tests.common.factories import envelope, generation
 from webhook_app.infra.callback_tokens import callback_token
 
 CORPUS = Path(__file__).parent / "fixtures" / "hostile"

@@ -8,7 +8,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from tests.conftest import new_database_url
+from tests.common.databases import new_database_url
 from webhook_app.infra.migrate import alembic_config, check_schema
 from webhook_app.models import Base
 

@@ -12,9 +12,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 from standardwebhooks import Webhook
 
-from tests.conftest import RecordingEnqueuer
-from tests.factories import T0, generation, make_job
-from tests.subscriber import Subscriber
+from tests.common.doubles import RecordingEnqueuer
+from tests.common.factories import T0, generation, make_job
+from tests.common.subscriber import Subscriber
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.infra.db import Database
 from webhook_app.infra.queue import DELIVER_NOTIFICATION

@@ -9,9 +9,9 @@ from typing import Any
 
 from openapi_spec_validator import validate
 
-from tests.conftest import TEST_SECRET
-from tests.factories import envelope, generation
-from tests.openapi_check import assert_conforms
+from tests.common.doubles import TEST_SECRET
+from tests.common.factories import envelope, generation
+from tests.common.openapi_check import assert_conforms
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.web import openapi
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import RecordingEnqueuer
-from tests.factories import envelope, generation
+from tests.common.doubles import RecordingEnqueuer
+from tests.common.factories import envelope, generation
 from tests.test_receiver import post
 from webhook_app.infra.queue import REFRESH_JOB, SUBMIT_JOB
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from tests.factories import make_job
+from tests.common.factories import make_job
 from webhook_app.infra.db import Database
 from webhook_app.services import submission, upstream_state
 from webhook_app.services.pace import DatabasePacer, RedisPacer

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tests.factories import T0, generation, make_job
+from tests.common.factories import T0, generation, make_job
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.models import Event
 from webhook_app.services.progress import Outcome, apply_report

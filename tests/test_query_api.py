@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_SECRET
-from tests.factories import envelope, generation
+from tests.common.doubles import TEST_SECRET
+from tests.common.factories import envelope, generation
 from webhook_app.app import create_app
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.services import jobs
@@ -219,7 +219,7 @@ def test_waiters_beyond_the_cap_are_answered_at_once(
 
 
 def test_status_of_reads_one_column(session: Any) -> None:
-    from tests.factories import make_job
+    from tests.common.factories import make_job
 
     job = make_job(session, "status only")
     assert jobs.status_of(session, job.public_id) == "queued"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TEST_SECRET, RecordingEnqueuer
-from tests.factories import envelope, generation
+from tests.common.doubles import TEST_SECRET, RecordingEnqueuer
+from tests.common.factories import envelope, generation
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.infra.queue import ENRICH_JOB, REFRESH_JOB
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
-from tests.factories import T0, generation, make_job
+from tests.common.factories import T0, generation, make_job
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.services import submission
 from webhook_app.services.progress import apply_report

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tests.factories import envelope, generation
+from tests.common.factories import envelope, generation
 from webhook_app.models import Delivery, Event, Job, JobItem, utcnow
 from webhook_app.services import heartbeats, retention
 from webhook_app.states import JobStatus

@@ -12,7 +12,7 @@ import pytest
 from jsonschema import Draft202012Validator
 from sqlalchemy.orm import Session
 
-from tests.factories import T0
+from tests.common.factories import T0
 from webhook_app import shapes
 from webhook_app.models import Delivery, Event, ItemArchive, Job, JobItem
 from webhook_app.services import archive, jobs, submission, views

@@ -23,7 +23,7 @@ import requests
 
 from webhook_app.tools.stack import wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "webhook-app"
 PIP = ["-m", "pip", "--disable-pip-version-check", "--no-input"]
 # What the platform waits between SIGTERM and SIGKILL (Heroku: 30 s).
