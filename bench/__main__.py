@@ -52,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS))
     parser.add_argument("--keep", action="store_true", help="keep the logs and request files")
+    parser.add_argument(
+        "--only",
+        metavar="SECTIONS",
+        help="comma-separated sections to run (queries, watching, ingestion, e2e); all unset",
+    )
     args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
     plan = SMOKE if args.smoke else MEDIUM if args.medium else FULL
     server = normalize_database_url(loopback(args.postgres))
     broker = loopback(args.redis)
@@ -113,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             ("ingestion", Ingestion),
             ("e2e", EndToEnd),
         ):
+            if only is not None and key not in only:
+                continue
             print(f"bench: {key} ...", flush=True)
             began = time.monotonic()
             try:

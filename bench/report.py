@@ -81,6 +81,9 @@ def scaling_section(findings: Findings, cores: int) -> str:
     return "\n".join(out)
 
 
+NOT_RUN = "*Not run: the run named other sections (`--only`).*"
+
+
 def compose(
     *,
     plan: Plan,
@@ -137,15 +140,15 @@ def compose(
         "",
         "## 1. Callback ingestion",
         "",
-        sections["ingestion"],
+        sections.get("ingestion", NOT_RUN),
         "",
         "## 2. Query API at scale",
         "",
-        sections["queries"],
+        sections.get("queries", NOT_RUN),
         "",
         "## 3. End to end",
         "",
-        sections["e2e"],
+        sections.get("e2e", NOT_RUN),
         "",
         "## 4. Memory",
         "",
@@ -157,7 +160,7 @@ def compose(
         "",
         "## 6. A tool watching jobs",
         "",
-        sections["watching"],
+        sections.get("watching", NOT_RUN),
         "",
     ]
     return "\n".join(parts)

@@ -15,6 +15,7 @@ from tests.common.doubles import TEST_SECRET
 from tests.common.factories import envelope, generation
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.tools.stack import wait_until
+from webhook_app.web.answers import AnswerCache
 
 JOBS = "/api/v1/jobs"
 
@@ -73,6 +74,57 @@ def test_a_job_answer_is_tagged_by_its_version_and_304_reads_no_item(
     assert answer.get_json() == read_back.get_json()
     missing = client.get(f"{JOBS}/{uuid.uuid4()}", headers={**auth, "If-None-Match": tag})
     assert missing.status_code == 404
+
+
+def test_an_answer_kept_by_the_process_follows_every_change_of_its_job(
+    app: Any, client: Any, auth: dict[str, str]
+) -> None:
+    job = create(client, auth, "kept")
+    path = f"{JOBS}/{job['id']}"
+    first = client.get(path, headers=auth)
+
+    sent = statements(app)
+    again = client.get(path, headers=auth)
+    assert again.status_code == 200 and again.data == first.data
+    assert again.headers["ETag"] == first.headers["ETag"]
+    assert again.headers["Content-Type"] == first.headers["Content-Type"]
+    reads = [sql for sql in sent if sql.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 1 and "job_items" not in reads[0]  # the version alone
+
+    preview = generation("preview")
+    deliver(client, job["id"], preview)
+    changed = client.get(path, headers=auth).get_json()
+    assert changed["status"] == "processing" and len(changed["items"]) == 4
+    items = [item["uuid"] for item in preview["items"]]
+    deliver(client, job["id"], generation("final", preview["uuid"], items))
+    final = client.get(path, headers=auth).get_json()
+    assert final["status"] == "completed" and final["version"] > changed["version"]
+    assert [item["dp_item_id"] for item in final["items"]] != [None] * 4
+
+
+def test_without_kept_answers_every_read_is_whole(
+    app: Any, client: Any, auth: dict[str, str]
+) -> None:
+    app.extensions["webhook_app.answers"].size = 0
+    job = create(client, auth, "not kept")
+    client.get(f"{JOBS}/{job['id']}", headers=auth)
+    sent = statements(app)
+    client.get(f"{JOBS}/{job['id']}", headers=auth)
+    assert any("job_items" in sql for sql in sent)
+
+
+def test_the_answer_cache_keeps_the_newest_version_and_drops_the_oldest_entry() -> None:
+    cache = AnswerCache(2)
+    cache.put("a", 2, b"a2")
+    cache.put("a", 1, b"a1")  # read before a newer one was kept: the newer one stays
+    assert cache.get("a", 2) == b"a2" and cache.get("a", 1) is None
+    cache.put("b", 1, b"b1")
+    cache.put("c", 1, b"c1")
+    assert cache.get("a", 2) is None and cache.get("b", 1) == b"b1"
+    assert cache.get("c", 1) == b"c1"
+    nothing = AnswerCache(0)
+    nothing.put("a", 1, b"a1")
+    assert nothing.get("a", 1) is None
 
 
 def test_list_pages_and_stats_answer_304_while_nothing_changes(

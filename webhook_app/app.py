@@ -36,9 +36,11 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         usage,
         waiting,
     )
+    from webhook_app.web.answers import AnswerCache
     from webhook_app.web.headers import install_security_headers
 
     app.extensions["webhook_app.waiters"] = waiting.Waiters(settings.max_waiters)
+    app.extensions["webhook_app.answers"] = AnswerCache(settings.answer_cache_size)
     observe.init_app(app)
     app.register_blueprint(receiver.blueprint)
     app.register_blueprint(api.blueprint)

@@ -467,6 +467,13 @@ class Settings:
         "`0` answers at once",
         shown="half of `WEB_THREADS`",
     )
+    answer_cache_size: int = setting(
+        10_000,
+        "ANSWER_CACHE_SIZE",
+        truncated,
+        "job answers each web process keeps serialized by the job's version (about 2 KB "
+        "each); `0` keeps none",
+    )
     # The longest a request may be held (?wait=): below the 30 s a PaaS router allows.
     max_wait: float = setting(
         25.0,

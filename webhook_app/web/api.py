@@ -17,6 +17,7 @@ from webhook_app.models import Job, is_public_id, utcnow
 from webhook_app.services import feed, jobs, operator, views
 from webhook_app.states import JobStatus
 from webhook_app.web import waiting
+from webhook_app.web.answers import AnswerCache
 from webhook_app.web.auth import WRITE, authenticate, requires_scope
 from webhook_app.web.errors import ErrorAnswer, invalid
 from webhook_app.web.serialize import (
@@ -149,7 +150,15 @@ def _not_modified(tag: str) -> Response:
 
 
 def _tagged(body: Any, tag: str) -> Response:
-    response = jsonify(body)
+    return _revalidated(jsonify(body), tag)
+
+
+def _tagged_body(body: bytes, tag: str) -> Response:
+    """An answer serialized earlier (the same bytes `_tagged` made of it)."""
+    return _revalidated(Response(body, mimetype="application/json"), tag)
+
+
+def _revalidated(response: Response, tag: str) -> Response:
     response.set_etag(tag)
     response.headers["Cache-Control"] = REVALIDATE
     return response
@@ -284,16 +293,22 @@ def get_job(job_id: str) -> Any:
     """The job, tagged with its version; 304 by the version alone when it is unchanged."""
     if not is_public_id(job_id):
         raise _no_job(job_id)
-    known = request.if_none_match
+    answers: AnswerCache = current_app.extensions["webhook_app.answers"]
     with services().db.connection() as connection:
-        if known:
-            version = views.version_of(connection, job_id)
-            if version is not None and known.contains_weak(job_etag(version)):
-                return _not_modified(job_etag(version))
+        version = views.version_of(connection, job_id)
+        if version is None:
+            raise _no_job(job_id)
+        if request.if_none_match.contains_weak(job_etag(version)):
+            return _not_modified(job_etag(version))
+        body = answers.get(job_id, version)
+        if body is not None:
+            return _tagged_body(body, job_etag(version))
         job = views.job_view(connection, job_id)
     if job is None:
         raise _no_job(job_id)
-    return _tagged(job_json(job), job_etag(job.version))
+    response = _tagged(job_json(job), job_etag(job.version))
+    answers.put(job_id, job.version, response.get_data())
+    return response
 
 
 @blueprint.get("/stats")
