@@ -120,6 +120,27 @@ def test_the_list_shows_jobs_thumbnails_counts_and_filters(
     assert fragment.lstrip().startswith('<div id="live"') and "<html" not in fragment
 
 
+def test_the_refreshed_list_is_a_304_while_neither_it_nor_its_counts_change(
+    signed_in: Any, auth: dict[str, str]
+) -> None:
+    words = {"q": uuid.uuid4().hex[:8], "partial": "1"}
+    signed_in.post("/api/v1/jobs", json={"prompt": f"{words['q']} first"}, headers=auth)
+    first = signed_in.get("/", query_string=words)
+    tag = first.headers["ETag"]
+    assert first.status_code == 200 and tag.startswith('"list:')
+    assert first.headers["Cache-Control"] == "private, no-cache"
+
+    again = signed_in.get("/", query_string=words, headers={"If-None-Match": tag})
+    assert again.status_code == 304 and again.data == b"" and again.headers["ETag"] == tag
+
+    signed_in.post("/api/v1/jobs", json={"prompt": f"{words['q']} second"}, headers=auth)
+    changed = signed_in.get("/", query_string=words, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+    assert f"{words['q']} second" in changed.get_data(as_text=True)
+    stale = signed_in.get("/", query_string=words, headers={"If-None-Match": '"list:x+y"'})
+    assert stale.status_code == 200 and f"{words['q']} first" in stale.get_data(as_text=True)
+
+
 def test_the_list_pages_with_the_api_cursor(signed_in: Any, auth: dict[str, str]) -> None:
     tag = uuid.uuid4().hex[:8]
     for n in range(22):

@@ -19,6 +19,7 @@ from flask import (
     Blueprint,
     Flask,
     Request,
+    Response,
     abort,
     flash,
     redirect,
@@ -193,8 +194,18 @@ def jobs() -> Any:
         "q": (request.args.get("q") or "").strip() or None,
     }
     cursor = request.args.get("cursor") or None
-    page = _api("GET", "/api/v1/jobs", query={**filters, "cursor": cursor, "limit": PAGE_SIZE})
-    stats = _api("GET", "/api/v1/stats", query={"q": filters["q"]})
+    list_query = {**filters, "cursor": cursor, "limit": PAGE_SIZE}
+    partial = bool(request.args.get("partial"))
+    known = _known_parts() if partial else (None, None)
+    page = _api("GET", "/api/v1/jobs", query=list_query, if_none_match=known[0])
+    stats = _api("GET", "/api/v1/stats", query={"q": filters["q"]}, if_none_match=known[1])
+    if page.status == stats.status == 304:
+        # Neither the list nor its counts changed: the refresh costs two version checks.
+        return Response(status=304, headers=_partial_headers(page.etag, stats.etag))
+    if page.status == 304:
+        page = _api("GET", "/api/v1/jobs", query=list_query)
+    if stats.status == 304:
+        stats = _api("GET", "/api/v1/stats", query={"q": filters["q"]})
     if not page.ok:
         flash(page.message, "error")
     listed = page.body["jobs"] if page.ok else []
@@ -210,10 +221,27 @@ def jobs() -> Any:
         # The first page also looks for new jobs now and then; later pages only while running.
         "idle_refresh": cursor is None,
     }
-    if request.args.get("partial"):
+    if partial:
         # The list alone, refreshed every few seconds: the banners stay as the page drew them.
-        return render_template("dashboard/_jobs.html", **context)
+        html = render_template("dashboard/_jobs.html", **context)
+        return Response(html, headers=_partial_headers(page.etag, stats.etag))
     return render_template("dashboard/jobs.html", **context, **_deployment_state())
+
+
+def _known_parts() -> tuple[str | None, str | None]:
+    """The list's and the counts' tags inside the refreshed list's tag the browser sent."""
+    for tag in request.if_none_match.as_set(include_weak=True):
+        list_tag, _, stats_tag = tag.removeprefix("list:").partition("+")
+        if tag.startswith("list:") and list_tag and stats_tag:
+            return list_tag, stats_tag
+    return None, None
+
+
+def _partial_headers(list_tag: str | None, stats_tag: str | None) -> dict[str, str]:
+    if not (list_tag and stats_tag):
+        return {}
+    # Kept by the browser, and asked again with If-None-Match at each refresh.
+    return {"ETag": f'"list:{list_tag}+{stats_tag}"', "Cache-Control": "private, no-cache"}
 
 
 def _deployment_state() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 class ApiAnswer:
     status: int
     body: Any
+    etag: str | None = None  # unquoted
 
     @property
     def ok(self) -> bool:
@@ -39,14 +40,19 @@ def call_api(
     token: str,
     query: dict[str, Any] | None = None,
     body: Any = None,
+    if_none_match: str | None = None,
 ) -> ApiAnswer:
-    """Dispatch one request through the app's WSGI stack and return its JSON answer."""
+    """Dispatch one request through the app's WSGI stack and return its JSON answer (None for
+    a 304, when `if_none_match` is still the answer's tag)."""
+    headers = [("Authorization", f"Bearer {token}")]
+    if if_none_match:
+        headers.append(("If-None-Match", f'"{if_none_match}"'))
     builder = EnvironBuilder(
         path=path,
         method=method,
         query_string={k: v for k, v in (query or {}).items() if v not in (None, "")},
         json=body,
-        headers=[("Authorization", f"Bearer {token}")],
+        headers=headers,
         environ_base={"REMOTE_ADDR": request.remote_addr or "127.0.0.1"},
     )
     try:
@@ -54,4 +60,5 @@ def call_api(
     finally:
         builder.close()
     response = Response.from_app(current_app.wsgi_app, environ, buffered=True)
-    return ApiAnswer(response.status_code, response.get_json(silent=True))
+    tag, _ = response.get_etag()
+    return ApiAnswer(response.status_code, response.get_json(silent=True), tag)
