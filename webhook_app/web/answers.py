@@ -20,6 +20,9 @@ class AnswerCache:
         self._answers: dict[str, tuple[int, bytes]] = {}
         self._lock = threading.Lock()
 
+    def __contains__(self, public_id: str) -> bool:
+        return public_id in self._answers
+
     def get(self, public_id: str, version: int) -> bytes | None:
         kept = self._answers.get(public_id)
         return kept[1] if kept is not None and kept[0] == version else None

@@ -294,15 +294,19 @@ def get_job(job_id: str) -> Any:
     if not is_public_id(job_id):
         raise _no_job(job_id)
     answers: AnswerCache = current_app.extensions["webhook_app.answers"]
+    known = request.if_none_match
     with services().db.connection() as connection:
-        version = views.version_of(connection, job_id)
-        if version is None:
-            raise _no_job(job_id)
-        if request.if_none_match.contains_weak(job_etag(version)):
-            return _not_modified(job_etag(version))
-        body = answers.get(job_id, version)
-        if body is not None:
-            return _tagged_body(body, job_etag(version))
+        # The version alone first when it may spare the rest: a tag to compare, or an answer
+        # this process kept. A job read for the first time here is read whole at once.
+        if known or job_id in answers:
+            version = views.version_of(connection, job_id)
+            if version is None:
+                raise _no_job(job_id)
+            if known.contains_weak(job_etag(version)):
+                return _not_modified(job_etag(version))
+            body = answers.get(job_id, version)
+            if body is not None:
+                return _tagged_body(body, job_etag(version))
         job = views.job_view(connection, job_id)
     if job is None:
         raise _no_job(job_id)
