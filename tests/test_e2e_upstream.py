@@ -5,6 +5,7 @@ budgets that keep generations from being paid for beyond what was allowed."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import requests
@@ -37,7 +38,14 @@ def test_refused_credentials_pause_submissions_until_they_are_accepted_again(
     for wave in range(4):  # jobs keep arriving while the key is refused
         job_ids += create_jobs(stack, 5, prefix=f"refused-{wave}")
         time.sleep(3.5)
-    waiting = fetch(stack, job_ids)
+
+    def every_job_says_why() -> dict[str, Any] | None:
+        # The last wave's jobs say so once a worker has taken their submission.
+        jobs = fetch(stack, job_ids)
+        return jobs if all(job and job["last_error"] for job in jobs.values()) else None
+
+    left = 20 - (time.monotonic() - started)
+    waiting = wait_until(every_job_says_why, max(6.0, left), "every waiting job to say why")
     ready = requests.get(f"{stack.url}/readyz", timeout=10)
     paused = stack.client().upstream()
     time.sleep(max(0.0, 20 - (time.monotonic() - started)))
