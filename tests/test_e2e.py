@@ -79,16 +79,17 @@ def test_a_job_completes_through_http_cli_and_celery(stack: Stack) -> None:
     stats = stack.sandbox("stats")
     assert stats["generate_calls"] == 4
 
-    events = client.events(by_http["id"])
-    assert [(e["to"], e["source"]) for e in events] == [
-        ("queued", "api"),
-        ("submitting", "submit"),
-        ("submitted", "submit"),
-        ("processing", "callback"),
-        ("completed", "callback"),
-    ]
+    events = [(e["to"], e["source"]) for e in client.events(by_http["id"])]
+    submitted = [("queued", "api"), ("submitting", "submit"), ("submitted", "submit")]
     deliveries = client.deliveries(by_http["id"])
-    assert [d["outcome"] for d in deliveries] == ["applied", "applied"]
+    outcomes = [d["outcome"] for d in deliveries]
+    # The sandbox sends the preview and the final from separate senders: on a loaded machine
+    # the final may arrive first, and the preview after it then moves nothing back.
+    if events == [*submitted, ("completed", "callback")]:
+        assert outcomes[0] == "applied" and outcomes[1] in ("no_change", "applied"), outcomes
+    else:
+        assert events == [*submitted, ("processing", "callback"), ("completed", "callback")]
+        assert outcomes == ["applied", "applied"]
     assert all(json.loads(d["body"])["type"] == "success" for d in deliveries)
 
     png = requests.get(jobs[0]["items"][0]["preview_url"], timeout=5)
