@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 import requests
 
+from tests.common.subscriber import Subscriber
 from webhook_app.sandbox import SandboxKnobs, SandboxServer, knobs_from_env
 from webhook_app.sandbox.callbacks import flatten_php
 
@@ -36,45 +35,15 @@ class Delivery:
         return dict(parse_qsl(self.body.decode(), keep_blank_values=True))
 
 
-class CallbackReceiver:
-    """A tiny HTTP server collecting POSTed bodies; answers `statuses` in turn, then 200."""
+class CallbackReceiver(Subscriber):
+    """A callback URL on loopback: the sandbox's POSTs, as deliveries."""
 
     def __init__(self, statuses: tuple[int, ...] = ()) -> None:
-        self.deliveries: list[Delivery] = []
-        self._statuses = list(statuses)
-        self._lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with receiver._lock:
-                    receiver.deliveries.append(Delivery(self.headers["Content-Type"], body))
-                    status = receiver._statuses.pop(0) if receiver._statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/callback/secret-token"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        super().__init__(statuses, path="/callback/secret-token")
 
     def wait_for(self, count: int, timeout: float = 3.0, settle: float = 0.3) -> list[Delivery]:
-        """Wait for `count` deliveries, then a little longer so extra ones would show up too."""
-        deadline = time.monotonic() + timeout
-        while len(self.deliveries) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(settle)
-        with self._lock:
-            return list(self.deliveries)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        received = super().wait_for(count, timeout, settle)
+        return [Delivery(post.headers["Content-Type"], post.body) for post in received]
 
 
 class ApiClient:

@@ -1,4 +1,7 @@
-"""A webhook subscriber on loopback: keeps what it is sent, answers the statuses it is given."""
+"""A webhook subscriber on loopback: keeps what it is sent, answers the statuses it is given.
+
+It plays whoever receives our POSTs: a notification subscriber, or a callback URL the sandbox
+calls."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ class Received:
 
 
 class Subscriber:
-    def __init__(self, statuses: tuple[int, ...] = ()) -> None:
+    def __init__(self, statuses: tuple[int, ...] = (), path: str = "/hooks/images") -> None:
         self.received: list[Received] = []
         self.statuses = list(statuses)  # answered in turn, then 200
         self._lock = threading.Lock()
@@ -36,13 +39,16 @@ class Subscriber:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}/hooks/images"
+        self.url = f"http://127.0.0.1:{self._server.server_port}{path}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
-    def wait_for(self, count: int, timeout: float) -> list[Received]:
+    def wait_for(self, count: int, timeout: float, settle: float = 0.0) -> list[Received]:
+        """What was received once `count` POSTs came (or `timeout` ran out), and `settle`
+        seconds more, so that extra ones would show up too."""
         deadline = time.monotonic() + timeout
         while len(self.received) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.02)
+        time.sleep(settle)
         with self._lock:
             return list(self.received)
 

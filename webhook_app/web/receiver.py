@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from webhook_app.extensions import services
@@ -44,25 +44,25 @@ FORBIDDEN = ErrorAnswer(403, "forbidden", "callbacks are not accepted from this 
 STAND_IN_ID = new_public_id()
 
 
-def _refusal(job_id: str, token: str) -> Any:
+def _refusal(job_id: str, token: str) -> Response | None:
     """The answer refusing this attempt, or None when it may go on to the database."""
     settings = services().settings
     source = request.remote_addr
     if not source_allowed(source, settings.callback_allowed_networks):
         refuse(CALLBACK_SOURCE, source)
-        return FORBIDDEN.response(), 403
+        return FORBIDDEN.response()
     well_formed = is_public_id(job_id)
     signed_id = job_id if well_formed else STAND_IN_ID
     if not (verify_callback_token(settings.callback_secrets, signed_id, token) and well_formed):
         refuse(CALLBACK_NOT_FOUND, source)
-        return NOT_FOUND.response(), 404
+        return NOT_FOUND.response()
     return None
 
 
 @blueprint.post("/callbacks/<path:anything>")
 def receive_malformed(anything: str) -> Any:
     """Any other callback path: refused exactly like a wrong token."""
-    return _refusal("", anything) or (NOT_FOUND.response(), 404)
+    return _refusal("", anything) or NOT_FOUND.response()
 
 
 @blueprint.post("/callbacks/<job_id>/<token>")
@@ -87,8 +87,7 @@ def receive(job_id: str, token: str) -> Any:
 def _receive(job_id: str, token: str) -> tuple[Any, int, str]:
     refusal = _refusal(job_id, token)
     if refusal is not None:
-        response, status = refusal
-        return response, status, "refused"
+        return refusal, refusal.status_code, "refused"
     svc = services()
     redact = svc.redactor
     arrival = Arrival(
