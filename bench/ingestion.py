@@ -1,11 +1,14 @@
-"""1. Callback ingestion beside a no-op endpoint and a naive receiver; 5. its scaling with
-gunicorn workers; 4. the web workers' memory after each load."""
+"""1. Callback ingestion beside a no-op endpoint and a naive receiver, and the applying of
+what it stored; 5. its scaling with gunicorn workers; 4. the web workers' memory after each
+load."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +17,10 @@ import requests
 
 from bench import database
 from bench.figures import Figure, ratio, verdict
+from bench.freshness import Freshness
 from bench.http_load import write_requests
-from bench.kit import Kit
-from bench.system import load_average
+from bench.kit import Kit, round_trips
+from bench.system import cpu_seconds, load_average, tree
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.tools.stack import free_port
 
@@ -27,6 +31,9 @@ ANSWERED = re.compile(
     rb'route=/callbacks/\S+ status=(\d{3})|"route": "/callbacks/[^"]+", "status": (\d{3})'
 )
 PROMPT = "a lighthouse at dawn over a calm sea, soft golden light, long exposure, " * 2
+PROBES = 300  # jobs kept apart for the freshness probes of each load
+# The longest the applier may take to catch up after a load before the run counts as failed.
+CATCH_UP = 120.0
 
 
 def body(n: int, final: bool) -> str:
@@ -81,13 +88,25 @@ class Ingestion:
 
     def prepare(self) -> list[tuple[str, str, str]]:
         """Fresh waiting jobs in the database, and the callbacks that complete them."""
+        return self.prepare_with_probes()[0]
+
+    def prepare_with_probes(
+        self,
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """Also the preview callbacks of PROBES more jobs, for the freshness probes."""
         count = self.kit.plan.ingestion_jobs
-        first, self.next_job = self.next_job, self.next_job + count
+        first, self.next_job = self.next_job, self.next_job + count + PROBES
         start = datetime.now(UTC) - timedelta(hours=1)
         database.load_jobs(
-            self.kit.stack.env["DATABASE_URL"], first, count, start=start, submitted_only=True
+            self.kit.stack.env["DATABASE_URL"],
+            first,
+            count + PROBES,
+            start=start,
+            submitted_only=True,
         )
-        return callback_requests(self.kit.secret, first, count)
+        probes = callback_requests(self.kit.secret, first + count, PROBES)
+        previews = {line[1]: line for line in probes if '"status": "processing"' in line[2]}
+        return callback_requests(self.kit.secret, first, count), list(previews.values())
 
     def write(self, lines: list[tuple[str, str, str]]) -> Path:
         self.files += 1
@@ -105,12 +124,32 @@ class Ingestion:
         cpu_ms = {name: Figure() for name in ("service", "noop", "naive")}
         trips = {name: Figure() for name in ("service", "noop", "naive")}
         sample = 0
+        applied, fresh_p50, fresh_max = Figure(), Figure(), Figure()
+        applier_ms, applier_trips = Figure(), Figure()
+        unseen = 0
         web = start_web(kit, plan.web_workers)
+        applier = start_applier(kit)
         for rep in range(plan.reps):
-            lines = self.prepare()
+            lines, probes = self.prepare_with_probes()
             sample = max(sample, len(lines[0][2]))
             counts = kit.counts(f"web-{plan.web_workers}")
+            applier_before = kit.settled_counts(kit.counts("applier"))
+            applier_cpu = cpu_seconds(tree(applier))
+            freshness = Freshness(web, kit.authorization, probes, job_of=lambda p: p.split("/")[2])
+            began = datetime.now(UTC)
+            freshness.start()
             measured = kit.load(web, self.write(lines), counts=counts)
+            freshness.stop()
+            caught_up = self.wait_applied()
+            applied.add(measured.load.requests / (caught_up - began).total_seconds())
+            applier_ms.add(measured.per_request((cpu_seconds(tree(applier)) - applier_cpu) * 1000))
+            applier_after = kit.settled_counts(kit.counts("applier"))
+            applier_trips.add(
+                measured.per_request(round_trips(applier_after) - round_trips(applier_before))
+            )
+            fresh_p50.add(freshness.p50())
+            fresh_max.add(freshness.max())
+            unseen += freshness.unseen
             cpu_ms["service"].add(measured.cpu_ms("web"))
             trips["service"].add(measured.per_request(measured.round_trips))
             service[plan.web_workers].add(measured.load.per_second)
@@ -155,6 +194,8 @@ class Ingestion:
                 ("callback ingestion", f"{workers} gunicorn workers", service[workers], "req/s")
             )
 
+        self.wait_applied()
+        kit.stack.stop("applier")
         answered, stored, outcomes = self.reconcile_counts()
         main = service[plan.web_workers]
         rows = [
@@ -193,6 +234,32 @@ class Ingestion:
             f"| database round trips per request | {trips['service'].show(1)} | naive "
             f"{trips['naive'].show(1)} | | | |"
         )
+        met = ratio(applied, naive) >= 1.0
+        out.append(
+            f"| applied throughput vs naive receiver (callbacks/s, from the load's start to "
+            f"its last delivery applied) | {applied.show()} | {naive.show()} | "
+            f"{ratio(applied, naive):.2f}x | ≥ 1.0x | {verdict(met)} |"
+        )
+        if not met:
+            kit.findings.unmet.append(f"ingestion applied {ratio(applied, naive):.2f}x naive")
+        fresh = fresh_p50.median <= 200 and fresh_max.median <= 1000 and not unseen
+        out.append(
+            f"| freshness under load: 2xx to visible in the query API (ms), p50 / max | "
+            f"{fresh_p50.show()} / {fresh_max.show()} | | | ≤ 200 / ≤ 1000 | {verdict(fresh)} |"
+        )
+        if not fresh:
+            kit.findings.unmet.append(
+                f"ingestion freshness p50 {fresh_p50.median:.0f} ms, max {fresh_max.median:.0f} "
+                f"ms, {unseen} probes never seen"
+            )
+        out.append(
+            f"| CPU per callback of the applier (ms) | {applier_ms.show(2)} | request path "
+            f"{cpu_ms['service'].show(2)} | | | |"
+        )
+        out.append(
+            f"| database round trips per callback of the applier | {applier_trips.show(2)} | "
+            f"request path {trips['service'].show(1)} | | | |"
+        )
         if errors or stored != answered:
             kit.findings.unmet.append(
                 f"ingestion errors={errors} stored={stored} answered={answered}"
@@ -202,16 +269,13 @@ class Ingestion:
                 "",
                 "What limits it: CPU per request, on a machine whose cores are all in use "
                 f"(during the receiver's last load {main_cpu.busy:.2f} of {os.cpu_count()} were "
-                "busy; the references face the same). The "
-                f"receiver spends {cpu_ms['service'].median:.2f} ms per callback, "
+                "busy, the applier's share included; the references face the same). The "
+                f"request path spends {cpu_ms['service'].median:.2f} ms per callback, "
                 f"{ratio(cpu_ms['service'], cpu_ms['naive']):.1f}x the naive receiver, in "
-                f"{trips['service'].median:.0f} database round trips against "
-                f"{trips['naive'].median:.0f}: check the token, redact and parse the body, "
-                "lock the job and read its items with their archives (ORM objects), record "
-                "the transition, upsert the delivery and request the archives (plain "
-                "statements), update the job and its items (the ORM's flush), commit, then "
-                "queue the follow-up tasks (archiving after a preview; media data and the "
-                "finished-job task after a final message), log the request and count it.",
+                f"{trips['service'].median:.1f} database round trips against "
+                f"{trips['naive'].median:.1f}: check the token, redact the body, one "
+                "INSERT ... SELECT ... ON CONFLICT that finds the job and keeps the delivery, "
+                "then Flask's request handling, the request's log line and its metrics.",
             ]
         out += [
             "",
@@ -219,7 +283,13 @@ class Ingestion:
             f"{plan.ingestion_jobs} fresh jobs per run, each sent its preview-stage and "
             f"final-stage callback (JSON envelope, {sample} bytes) by blocks of {BLOCK} jobs, "
             f"every {DUPLICATE_EVERY}th message followed by a repeat; the same bodies go to the "
-            "references. Requests beyond the prepared list start it again (more duplicates).",
+            "references. Requests beyond the prepared list start it again (more duplicates). "
+            "One applier (the loop a worker runs in its main process, `bench.applier`, "
+            f"APPLY_BATCH_SIZE {kit.stack.env.get('APPLY_BATCH_SIZE', 100)}) applies what the "
+            "service stores, during the load and after it until nothing is pending; its CPU "
+            "and round trips are counted from the load's start to then. Freshness: every "
+            f"0.2 s during the load one more job's preview is sent and the job read every 5 ms "
+            "until it shows `processing`.",
             f"Outcomes stored: {outcomes}.",
             "",
             "CPU during the last run of each (cores):",
@@ -228,6 +298,24 @@ class Ingestion:
         kit.purge(kit.parked_queue)
         kit.findings.conditions.append(("1. ingestion", started, load_average()))
         return "\n".join(out)
+
+    def wait_applied(self) -> datetime:
+        """Wait until nothing is pending; when the last delivery was applied."""
+        url = database.libpq_url(self.kit.stack.env["DATABASE_URL"])
+        deadline = time.monotonic() + CATCH_UP
+        with psycopg.connect(url, autocommit=True) as connection:
+            while time.monotonic() < deadline:
+                pending = connection.execute(
+                    "SELECT count(*) FROM deliveries WHERE outcome = 'pending'"
+                ).fetchone()
+                if pending and pending[0] == 0:
+                    break
+                time.sleep(0.05)
+            else:
+                raise RuntimeError(f"deliveries still pending {CATCH_UP:g} s after the load")
+            row = connection.execute("SELECT max(applied_at) FROM deliveries").fetchone()
+        assert row and row[0], "no delivery was applied"
+        return row[0]
 
     def reconcile_counts(self) -> tuple[int, int, str]:
         answered = 0
@@ -246,6 +334,18 @@ class Ingestion:
             ).fetchall()
         outcomes = ", ".join(f"{o}: {n} deliveries, {d} repeats counted" for o, n, d in rows)
         return answered, stored, outcomes
+
+
+def start_applier(kit: Kit) -> int:
+    """The applier for the callback loads; its follow-up tasks go to the parked queue."""
+    kit.stack.start_command(
+        "applier",
+        [sys.executable, "-m", "bench.applier"],
+        CELERY_QUEUE=kit.parked_queue,
+        DB_STATEMENT_COUNTS=str(kit.counts("applier")),
+    )
+    kit.wait_ready("applier", lambda: "applier ready." in kit.log_since("applier", 0))
+    return kit.pid("applier")
 
 
 def start_web(kit: Kit, workers: int) -> str:

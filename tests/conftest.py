@@ -19,7 +19,7 @@ from tests.common.databases import (
     drop_postgres_database,
     new_database_url,
 )
-from tests.common.doubles import TEST_SECRET, TEST_TOKEN, RecordingEnqueuer
+from tests.common.doubles import TEST_SECRET, TEST_TOKEN, ApplyingClient, RecordingEnqueuer
 from webhook_app.infra.db import Database
 from webhook_app.settings import Settings, normalize_database_url
 
@@ -107,6 +107,8 @@ def app(settings: Settings, enqueuer: RecordingEnqueuer) -> Any:
 
     application = create_app(settings, enqueuer=enqueuer)
     application.config["TESTING"] = True
+    # Its test clients apply what a callback stored before the call returns.
+    application.test_client_class = ApplyingClient
     yield application
     application.extensions["webhook_app"].db.dispose()
 

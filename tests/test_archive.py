@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 from tests.common.factories import T0, generation, make_job
 from webhook_app.archive.storage import LocalStorage
 from webhook_app.depositphotos.kinds.image_generation import read_generation
-from webhook_app.infra.db import Database
+from webhook_app.infra.db import Database, follow_ups
 from webhook_app.infra.queue import ARCHIVE_ITEMS
 from webhook_app.models import ItemArchive, JobItem
 from webhook_app.sandbox import SandboxKnobs, SandboxServer
@@ -76,8 +76,8 @@ def job_with(database: Database, data: dict[str, Any]) -> tuple[str, list[str], 
         apply_report(
             session, job, read_generation(data), source="callback", now=T0, recheck_after=RECHECK
         )
-        follow_ups = list(session.info.get("after_commit", []))
-        return job.public_id, [item["uuid"] for item in data["items"]], follow_ups
+        requested = follow_ups(session)
+        return job.public_id, [item["uuid"] for item in data["items"]], requested
 
 
 def archive_of(database: Database, item_uuid: str) -> ItemArchive:
@@ -105,8 +105,8 @@ def test_a_preview_asks_once_for_the_archive_of_its_items(
     database: Database, sandbox: SandboxServer
 ) -> None:
     data = sandbox_generation(sandbox)
-    _, uuids, follow_ups = job_with(database, data)
-    assert (ARCHIVE_ITEMS, tuple(uuids)) in follow_ups
+    _, uuids, requested = job_with(database, data)
+    assert (ARCHIVE_ITEMS, tuple(uuids)) in requested
     assert all(archive_of(database, u).state == archive.PENDING for u in uuids)
 
     with database.transaction() as session:
@@ -114,7 +114,7 @@ def test_a_preview_asks_once_for_the_archive_of_its_items(
         apply_report(
             session, job, read_generation(data), source="poll", now=T0, recheck_after=RECHECK
         )
-        again = [f for f in session.info.get("after_commit", []) if f[0] == ARCHIVE_ITEMS]
+        again = [f for f in follow_ups(session) if f[0] == ARCHIVE_ITEMS]
     assert again == []
 
 

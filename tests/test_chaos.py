@@ -135,6 +135,7 @@ def test_one_delivery_posted_to_two_web_processes_at_once_makes_one_transition(
 
     assert all(r.status_code == 200 for pair in answers for r in pair)
     assert all(sorted(r.json()["duplicate"] for r in pair) == [False, True] for pair in answers)
+    settle(stack, ids)  # the applier merges what the two receivers stored
     client = stack.client()
     for job_id in ids:
         completions = [e for e in client.events(job_id) if e["to"] == "completed"]
@@ -245,3 +246,60 @@ def test_database_connections_cut_mid_run_lose_no_acknowledged_delivery(
     stored, acknowledged = deliveries_stored(stack, every), callbacks_acknowledged(stack)
     print(f"deliveries acknowledged={acknowledged} stored={stored}")
     assert stored >= acknowledged
+
+
+def test_applier_killed_mid_batch_leaves_every_delivery_to_the_next(postgres_stack: Stack) -> None:
+    stack = postgres_stack
+    # No polls: only the stored deliveries can complete the jobs.
+    stack.env.update({**FAST_RECOVERY, "CALLBACK_OVERDUE_AFTER": "600", "APPLY_SWEEP_AFTER": "5"})
+    stack.start_all(SANDBOX_PREVIEW_DELAY="6", SANDBOX_FINAL_DELAY="7")
+    ids = create_jobs(stack, prefix="applier")
+    wait_until(
+        lambda: all(j and j["status"] == "submitted" for j in fetch(stack, ids).values()),
+        60,
+        "every job submitted",
+    )
+    admin, name = _database_admin(stack)
+    database = create_engine(stack.env["DATABASE_URL"])
+    holder = database.connect()
+    holding = holder.begin()
+    # Every job held (as a long writer would), yet not against the receiver's key-share lock:
+    # deliveries are stored, and the applier's batch stops at locking its jobs.
+    holder.execute(
+        text("SELECT id FROM jobs WHERE public_id = ANY(:ids) FOR NO KEY UPDATE"), {"ids": ids}
+    )
+    try:
+
+        def applier_mid_batch() -> bool:
+            with admin.connect() as connection:
+                waiting = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = :name "
+                        "AND wait_event_type = 'Lock' AND query LIKE 'SELECT jobs.%FOR UPDATE'"
+                    ),
+                    {"name": name},
+                ).scalar_one()
+                pending = connection.execute(
+                    text("SELECT count(*) FROM deliveries WHERE outcome = 'pending'")
+                ).scalar_one()
+            return bool(waiting) and pending >= 50
+
+        wait_until(applier_mid_batch, 60, "the applier waiting mid-batch")
+        stack.stop("worker", signal.SIGKILL)
+    finally:
+        holding.rollback()
+        holder.close()
+        database.dispose()
+    time.sleep(1)
+    stack.start_worker(name="worker")
+    settle(stack, ids, timeout=150)
+
+    result = ledger(stack, ids, f"applier-killed/{stack.kind}")
+    result.assert_clean()
+    client = stack.client()
+    for job_id in ids:
+        completions = [e for e in client.events(job_id) if e["to"] == "completed"]
+        assert [e["source"] for e in completions] == ["callback"], job_id
+        assert all(d["outcome"] != "pending" for d in client.deliveries(job_id)), job_id
+    assert deliveries_stored(stack, ids) == callbacks_acknowledged(stack)
+    admin.dispose()

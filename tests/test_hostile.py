@@ -35,6 +35,11 @@ def jobs(client: Any, auth: dict[str, str]) -> list[str]:
     return ids
 
 
+def deliveries(client: Any, auth: dict[str, str], job_id: str) -> list[dict[str, Any]]:
+    answer = client.get(f"/api/v1/jobs/{job_id}/deliveries", headers=auth).get_json()
+    return list(answer["deliveries"])
+
+
 def snapshot(client: Any, auth: dict[str, str], ids: list[str]) -> list[dict[str, Any]]:
     return [client.get(f"/api/v1/jobs/{job_id}", headers=auth).get_json() for job_id in ids]
 
@@ -56,8 +61,11 @@ def test_a_hostile_body_gets_a_clear_answer_and_changes_no_job(
         response = client.post(url(job_id), data=body, content_type=content_type)
         answer = response.get_json()
         assert response.status_code < 500, answer
-        if response.status_code == 202:
-            assert answer["outcome"] in KEPT_AND_IGNORED and answer["detail"], answer
+        if response.status_code == 200:  # kept: what became of it is on the delivery
+            assert answer == {"received": True, "duplicate": False}
+            kept = [d for d in deliveries(client, auth, job_id) if d["outcome"] != "applied"]
+            assert len(kept) == 1 and kept[0]["detail"], kept
+            assert kept[0]["outcome"] in KEPT_AND_IGNORED, kept
         else:
             assert 400 <= response.status_code < 500 and answer["error"]["message"], answer
     assert snapshot(client, auth, jobs) == before

@@ -16,7 +16,7 @@ from tests.common.doubles import RecordingEnqueuer
 from tests.common.factories import T0, generation, make_job
 from tests.common.subscriber import Subscriber
 from webhook_app.depositphotos.kinds.image_generation import read_generation
-from webhook_app.infra.db import Database
+from webhook_app.infra.db import Database, follow_ups
 from webhook_app.infra.queue import DELIVER_NOTIFICATION
 from webhook_app.models import Job, Notification, Subscription, utcnow
 from webhook_app.services import notifications
@@ -72,7 +72,7 @@ def finish(
             now=now,
             recheck_after=timedelta(minutes=2),
         )
-        return job.id, list(session.info.get("after_commit", []))
+        return job.id, follow_ups(session)
 
 
 def notifications_of(database: Database, job_id: int) -> list[Notification]:

@@ -1,4 +1,6 @@
-"""The callback receiver through HTTP (Flask's test client) on a real database."""
+"""The callback receiver and the applying of what it stores, through HTTP (Flask's test
+client) on a real database. The `client` fixture applies what each callback stored before it
+returns, as a worker's applier would; `raw` leaves it pending."""
 
 from __future__ import annotations
 
@@ -32,6 +34,11 @@ def current(client: Any, auth: dict[str, str], job_id: str) -> dict[str, Any]:
     return dict(client.get(f"/api/v1/jobs/{job_id}", headers=auth).get_json())
 
 
+def deliveries(client: Any, auth: dict[str, str], job_id: str) -> list[dict[str, Any]]:
+    answer = client.get(f"/api/v1/jobs/{job_id}/deliveries", headers=auth).get_json()
+    return list(answer["deliveries"])
+
+
 def test_preview_then_final_completes_the_job(
     client: Any, auth: dict[str, str], job: dict[str, Any], enqueuer: RecordingEnqueuer
 ) -> None:
@@ -40,13 +47,15 @@ def test_preview_then_final_completes_the_job(
     assert post(client, job["id"], envelope(preview)).status_code == 200
     assert current(client, auth, job["id"])["status"] == "processing"
     response = post(client, job["id"], envelope(generation("final", preview["uuid"], items)))
-    assert response.status_code == 200 and response.get_json()["outcome"] == "applied"
+    assert response.status_code == 200
+    assert response.get_json() == {"received": True, "duplicate": False}
     state = current(client, auth, job["id"])
     assert state["status"] == "completed"
     assert [i["dp_item_id"] for i in state["items"]] == [900000, 900001, 900002, 900003]
     assert all(i["preview_url"] for i in state["items"])
     job_key = enqueuer.sent[-1][1][0]
     assert enqueuer.sent[-1] == (ENRICH_JOB, (job_key,))
+    assert [d["outcome"] for d in deliveries(client, auth, job["id"])] == ["applied", "applied"]
 
 
 def test_wrong_token_and_unknown_job_get_the_same_404(client: Any, job: dict[str, Any]) -> None:
@@ -84,13 +93,12 @@ def test_unparseable_body_is_kept_leaves_job_and_queues_a_confirmation(
 ) -> None:
     before = current(client, auth, job["id"])
     response = post(client, job["id"], b'{"type": "success", "data": ', "application/json")
-    assert response.status_code == 202
-    assert response.get_json()["outcome"] == "unparseable"
+    assert response.status_code == 200 and response.get_json()["received"] is True
     after = current(client, auth, job["id"])
     assert after["status"] == before["status"] and after["items"] == before["items"]
-    deliveries = client.get(f"/api/v1/jobs/{job['id']}/deliveries", headers=auth).get_json()
-    assert deliveries["deliveries"][0]["body"] == '{"type": "success", "data": '
-    assert deliveries["deliveries"][0]["outcome"] == "unparseable"
+    (kept,) = deliveries(client, auth, job["id"])
+    assert kept["body"] == '{"type": "success", "data": '
+    assert kept["outcome"] == "unparseable" and kept["detail"] and kept["applied_at"]
     assert enqueuer.sent[-1][0] == REFRESH_JOB
 
 
@@ -103,19 +111,20 @@ def test_duplicates_are_counted_once_and_change_nothing(
     second = post(client, job["id"], body).get_json()
     assert (first["duplicate"], second["duplicate"]) == (False, True)
     assert len(enqueuer.sent) == sent_before
-    deliveries = client.get(f"/api/v1/jobs/{job['id']}/deliveries", headers=auth).get_json()
-    assert [d["received_count"] for d in deliveries["deliveries"]] == [2]
+    assert [d["received_count"] for d in deliveries(client, auth, job["id"])] == [2]
     events = client.get(f"/api/v1/jobs/{job['id']}/events", headers=auth).get_json()["events"]
     assert [e["to"] for e in events] == ["queued", "processing"]
 
 
-def test_other_generation_is_refused_with_409(
+def test_other_generation_is_kept_as_a_mismatch_and_moves_nothing(
     client: Any, auth: dict[str, str], job: dict[str, Any]
 ) -> None:
     post(client, job["id"], envelope(generation("preview")))
     response = post(client, job["id"], envelope(generation("final")))
-    assert response.status_code == 409
+    assert response.status_code == 200
     assert current(client, auth, job["id"])["status"] == "processing"
+    outcomes = [d["outcome"] for d in deliveries(client, auth, job["id"])]
+    assert outcomes == ["applied", "mismatch"]
 
 
 def test_oversized_body_gets_413(client: Any, job: dict[str, Any]) -> None:
@@ -129,7 +138,7 @@ def test_failure_envelope_is_kept_and_confirmed(
 ) -> None:
     body = json.dumps({"type": "failure", "error": {"errorcode": 500, "errormsg": "boom"}})
     response = post(client, job["id"], body.encode())
-    assert response.status_code == 202
-    assert response.get_json()["outcome"] == "upstream_failure"
+    assert response.status_code == 200
     assert current(client, auth, job["id"])["status"] == "queued"
+    assert [d["outcome"] for d in deliveries(client, auth, job["id"])] == ["upstream_failure"]
     assert enqueuer.sent[-1][0] == REFRESH_JOB

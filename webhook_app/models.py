@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -149,7 +150,10 @@ class JobItem(Base):
 
 
 class Delivery(Base):
-    """A callback body exactly as it arrived; identical bodies are counted, not stored twice."""
+    """A callback body exactly as it arrived; identical bodies are counted, not stored twice.
+
+    It is kept `pending` by the receiver, and given its outcome when an applier merges it.
+    """
 
     __tablename__ = "deliveries"
 
@@ -165,8 +169,18 @@ class Delivery(Base):
     source_addr: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
+    applied_at: Mapped[datetime | None]
 
-    __table_args__ = (UniqueConstraint("job_id", "fingerprint"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "fingerprint"),
+        # What appliers claim: small, since a delivery leaves it once applied.
+        Index(
+            "ix_deliveries_pending",
+            "id",
+            postgresql_where=text("outcome = 'pending'"),
+            sqlite_where=text("outcome = 'pending'"),
+        ),
+    )
 
 
 class Event(Base):

@@ -555,6 +555,25 @@ class Settings:
         number,
         "seconds between reconciliation runs (beat)",
     )
+    # The receiver only keeps deliveries; appliers in the worker processes merge them.
+    apply_batch_size: int = setting(
+        100,
+        "APPLY_BATCH_SIZE",
+        positive_whole_number,
+        "stored callback deliveries an applier claims and merges in one transaction",
+    )
+    apply_poll_interval: float = setting(
+        0.05,
+        "APPLY_POLL_INTERVAL",
+        number,
+        "seconds an idle applier waits before looking for stored deliveries again",
+    )
+    apply_sweep_after: float = setting(
+        30.0,
+        "APPLY_SWEEP_AFTER",
+        number,
+        "seconds after which reconciliation applies a delivery no applier has taken",
+    )
     # Callbacks are taken only from these networks; empty means from anywhere.
     callback_allowed_networks: tuple[IPv4Network | IPv6Network, ...] = setting(
         (),

@@ -35,7 +35,14 @@ Submission = Literal["in_flight", "retry", "unknown"]
 ArchiveState = Literal["pending", "archived", "failed"]
 # What became of a callback delivery (services.progress.Outcome).
 Outcome = Literal[
-    "applied", "no_change", "unconfirmed", "mismatch", "unparseable", "upstream_failure", "error"
+    "pending",
+    "applied",
+    "no_change",
+    "unconfirmed",
+    "mismatch",
+    "unparseable",
+    "upstream_failure",
+    "error",
 ]
 
 Time = Annotated[str, Schema({"format": "date-time"})]
@@ -158,6 +165,7 @@ class Delivery(TypedDict):
     received_count: Annotated[int, Schema({"minimum": 1})]
     outcome: Outcome
     detail: str | None
+    applied_at: MaybeTime
     content_type: str | None
     headers: dict[str, str] | None
     source_addr: str | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+import workers.applier
 import workers.heartbeat
 import workers.observability  # noqa: F401 - connects the logging and task signals
 from webhook_app.extensions import settle

@@ -54,9 +54,10 @@ from webhook_app.services import (
     submission,
     upstream_state,
 )
+from webhook_app.services.applying import apply_pending
 from webhook_app.services.progress import apply_report
 from webhook_app.services.reconcile import Schedule, plan_reconciliation
-from workers.context import context
+from workers.context import WorkerContext, context
 
 log = logging.getLogger(__name__)
 
@@ -356,8 +357,10 @@ def enrich_job(self: Task, job_id: int) -> None:
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)
 def reconcile() -> dict[str, int]:
-    """Time out, poll and resubmit what needs it, resend due follow-ups; run by beat."""
+    """Apply deliveries no applier took, time out, poll and resubmit what needs it, resend
+    due follow-ups; run by beat."""
     ctx = context()
+    swept = sweep_deliveries(ctx)
     with ctx.db.transaction() as session:
         plan = plan_reconciliation(
             session, now=ctx.now(), schedule=Schedule.from_settings(ctx.settings)
@@ -377,6 +380,7 @@ def reconcile() -> dict[str, int]:
         "resubmitted": len(plan.submit),
         "timed_out": plan.timed_out,
         "unknown": plan.unknown,
+        "deliveries_swept": swept,
         **resend_follow_ups(),
     }
     for action, count in summary.items():
@@ -385,6 +389,24 @@ def reconcile() -> dict[str, int]:
     if any(summary.values()):
         log.info("reconciled: %s", summary)
     return summary
+
+
+def sweep_deliveries(ctx: WorkerContext, max_batches: int = 20) -> int:
+    """Apply the deliveries stored long ago and still pending (their applier died, or no
+    worker applies): nothing stored is left unapplied."""
+    before = ctx.now() - timedelta(seconds=ctx.settings.apply_sweep_after)
+    swept = 0
+    for _ in range(max_batches):
+        outcomes = apply_pending(
+            ctx.db,
+            limit=ctx.settings.apply_batch_size,
+            recheck_after=ctx.settings.recheck_after,
+            received_before=before,
+        )
+        swept += sum(outcomes.values())
+        if sum(outcomes.values()) < ctx.settings.apply_batch_size:
+            break
+    return swept
 
 
 @shared_task(name=PRUNE, base=DatabaseRetryingTask, max_retries=0)

@@ -70,7 +70,12 @@ def _serialize_sqlite_writers(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection that only reads never upgrades, so it need not queue behind writers.
+        reads = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
+
+
+READ_ONLY = "webhook_app_read_only"
 
 
 class Sender(Protocol):
@@ -80,16 +85,55 @@ class Sender(Protocol):
 Unsent = Callable[[Session], object]
 
 
-def after_commit(session: Session, task: str, *args: Any, if_unsent: Unsent | None = None) -> None:
+# The most keys one gathered message carries (see `after_commit`).
+GATHERED_AT_MOST = 50
+
+
+def after_commit(
+    session: Session,
+    task: str,
+    *args: Any,
+    if_unsent: Unsent | None = None,
+    gathered: bool = False,
+) -> None:
     """Ask for a task to be sent once this session's transaction has committed.
 
     Services call this instead of enqueueing, so a task never runs before the change that
-    caused it is visible, and a rolled-back change sends nothing. When the broker refuses
-    the task, `if_unsent` records that in a transaction of its own, where people look.
+    caused it is visible, and a rolled-back change sends nothing. The same request made
+    twice in one transaction is sent once. A `gathered` task takes any number of keys as
+    its arguments: every such request of the transaction goes out in a few messages. When
+    the broker refuses the task, `if_unsent` records that in a transaction of its own,
+    where people look.
     """
-    session.info.setdefault("after_commit", []).append((task, args))
+    if gathered:
+        session.info.setdefault("gathered", {}).setdefault(task, {}).update(dict.fromkeys(args))
+        return
+    session.info.setdefault("after_commit", {})[(task, args)] = None
     if if_unsent is not None:
         session.info.setdefault("if_unsent", {})[(task, args)] = if_unsent
+
+
+def follow_ups(session: Session) -> list[tuple[str, tuple[Any, ...]]]:
+    """What `after_commit` asked for in this session so far, in the order it was asked."""
+    requests = list(session.info.get("after_commit", {}))
+    for task, keys in session.info.get("gathered", {}).items():
+        listed = list(keys)
+        for start in range(0, len(listed), GATHERED_AT_MOST):
+            requests.append((task, tuple(listed[start : start + GATHERED_AT_MOST])))
+    return requests
+
+
+def restore_follow_ups(session: Session, kept: Any) -> None:
+    """Put the session's follow-ups back as `kept_follow_ups` found them: what a part of the
+    transaction rolled back to a savepoint asked for must not be sent."""
+    session.info["after_commit"], session.info["gathered"] = kept
+
+
+def kept_follow_ups(session: Session) -> Any:
+    return (
+        dict(session.info.get("after_commit", {})),
+        {task: dict(keys) for task, keys in session.info.get("gathered", {}).items()},
+    )
 
 
 class Database:
@@ -114,11 +158,12 @@ class Database:
         """One session, one transaction: committed on success, rolled back on error."""
         with self.sessions.begin() as session:
             yield session
-        follow_ups = session.info.pop("after_commit", [])
+        requests = follow_ups(session)
         unsent_hooks = session.info.pop("if_unsent", {})
+        session.info.pop("after_commit", None), session.info.pop("gathered", None)
         if self.sender is None:
             return
-        for task, args in follow_ups:
+        for task, args in requests:
             if not self.sender.send(task, *args) and (task, args) in unsent_hooks:
                 with self.sessions.begin() as record:
                     unsent_hooks[task, args](record)
@@ -135,12 +180,16 @@ class Database:
             yield session
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """A connection that only reads plain rows: what `read` gives, without a Session
-        (the hottest reads spare building and closing one)."""
+    def connection(self, *, writes: bool = False) -> Iterator[Connection]:
+        """A connection without a Session, for the hottest paths (they spare building and
+        closing one). On PostgreSQL every statement is its own transaction (no BEGIN, no
+        COMMIT: a write of one statement is committed when it returns); on SQLite the block is
+        one transaction, committed on leaving, that takes the write lock only if it `writes`."""
         if self._reading is None:
-            with self.engine.begin() as connection:
-                yield connection
+            with self.engine.connect() as connection:
+                connection.execution_options(**{READ_ONLY: not writes})
+                with connection.begin():
+                    yield connection
             return
         with self._reading.connect() as connection:
             yield connection

@@ -44,7 +44,12 @@ CALLBACKS = Counter(
     "webhook_app_callbacks_total", "Callback deliveries received, by outcome", ["outcome"]
 )
 CALLBACK_SECONDS = Histogram(
-    "webhook_app_callback_duration_seconds", "Time to authenticate, keep and merge a callback"
+    "webhook_app_callback_duration_seconds", "Time to authenticate and keep a callback"
+)
+DELIVERIES_APPLIED = Counter(
+    "webhook_app_deliveries_applied_total",
+    "Stored deliveries merged into jobs, by outcome",
+    ["outcome"],
 )
 UPSTREAM_CALLS = Counter(
     "webhook_app_upstream_calls_total",

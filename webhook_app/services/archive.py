@@ -64,8 +64,8 @@ def request_archives(session: Session, items: Iterable[JobItem], *, now: datetim
     )
     for item in wanted:
         session.expire(item, ["archive"])
-    # One message for the items a report revealed together; each keeps its own state.
-    after_commit(session, ARCHIVE_ITEMS, *[item.uuid for item in wanted])
+    # A few messages for every item the transaction revealed; each keeps its own state.
+    after_commit(session, ARCHIVE_ITEMS, *[item.uuid for item in wanted], gathered=True)
 
 
 _NEW_ARCHIVE = insert(ItemArchive)

@@ -1,33 +1,26 @@
-"""Keeping each callback delivery as it arrived, and applying what it says."""
+"""Keeping each callback delivery as it arrived: one statement, nothing applied yet."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from webhook_app.depositphotos.kinds.image_generation import read_generation
-from webhook_app.depositphotos.payloads import (
-    PayloadError,
-    ReportedFailure,
-    decode_body,
-    unwrap_envelope,
-)
-from webhook_app.infra.db import after_commit
-from webhook_app.infra.queue import REFRESH_JOB
 from webhook_app.models import Delivery, Job
-from webhook_app.services.jobs import lock_job
-from webhook_app.services.progress import NEEDS_CONFIRMATION, Applied, Outcome, apply_report
+from webhook_app.services.progress import Outcome
 
 # Only these request headers are kept: enough to tell senders and encodings apart.
 KEPT_HEADERS = ("content-type", "user-agent", "x-forwarded-for", "x-request-id")
+# What a delivery is until an applier has merged it (services.applying gives the outcome).
+PENDING = Outcome.PENDING.value
 
 
 @dataclass(frozen=True)
@@ -40,62 +33,19 @@ class Arrival:
     source_addr: str | None
 
 
-@dataclass(frozen=True)
-class Received:
-    job: Job
-    outcome: Outcome
-    duplicate: bool
-    completed: bool
-    detail: str | None = None
+def store_delivery(
+    connection: Connection, public_id: str, arrival: Arrival, *, now: datetime
+) -> int | None:
+    """Keep the delivery for the job with this public id, or count it again if the job
+    already has the same body: one statement, which also finds the job.
 
-
-def receive_delivery(
-    session: Session, public_id: str, arrival: Arrival, *, now: datetime, recheck_after: timedelta
-) -> Received | None:
-    """Keep the delivery and merge it into its job, in the caller's transaction."""
-    job = lock_job(session, public_id=public_id)
-    if job is None:
-        return None
-    applied = _apply(session, job, arrival, now=now, recheck_after=recheck_after)
-    count = keep_delivery(session, job, arrival, applied, now=now)
-    if count == 1 and applied.outcome in NEEDS_CONFIRMATION:
-        after_commit(session, REFRESH_JOB, job.id)
-    return Received(
-        job=job,
-        outcome=applied.outcome,
-        duplicate=count > 1,
-        completed=applied.completed,
-        detail=applied.detail,
-    )
-
-
-def _apply(
-    session: Session, job: Job, arrival: Arrival, *, now: datetime, recheck_after: timedelta
-) -> Applied:
-    try:
-        report = read_generation(unwrap_envelope(decode_body(arrival.body, arrival.content_type)))
-    except ReportedFailure as exc:
-        return Applied(Outcome.UPSTREAM_FAILURE, detail=str(exc))
-    except PayloadError as exc:
-        return Applied(Outcome.UNPARSEABLE, detail=str(exc))
-    # A repeated body merges to no change, so duplicates need no special path.
-    return apply_report(
-        session, job, report, source="callback", now=now, recheck_after=recheck_after
-    )
-
-
-def keep_delivery(
-    session: Session, job: Job, arrival: Arrival, applied: Applied, *, now: datetime
-) -> int:
-    """Store the delivery, or count it again if this job already has the same body.
-
-    Returns how many times this body has now been received.
+    Returns how many times this body has now been received, or None if there is no such job.
     """
     fingerprint = hashlib.sha256(
         (arrival.content_type or "").encode() + b"\n" + arrival.body
     ).hexdigest()
     values = {
-        "job_id": job.id,
+        "public_id": public_id,
         "fingerprint": fingerprint,
         "received_count": 1,
         "first_received_at": now,
@@ -104,27 +54,25 @@ def keep_delivery(
         "headers": {k: v[:500] for k, v in arrival.headers.items() if k.lower() in KEPT_HEADERS},
         "body": arrival.body,
         "source_addr": (arrival.source_addr or "")[:64] or None,
-        "outcome": applied.outcome.value,
-        "detail": applied.detail,
+        "outcome": PENDING,
+        "detail": None,
+        "applied_at": None,
     }
-    # A plain statement on the transaction's connection: the job's own changes are flushed
-    # with the commit, and the ORM has nothing to add to an upsert.
-    connection = session.connection()
-    return int(connection.execute(_upsert(connection.dialect.name), values).scalar_one())
+    count = connection.execute(_upsert(connection.dialect.name), values).scalar_one_or_none()
+    return None if count is None else int(count)
 
 
 @cache
 def _upsert(dialect: str) -> Any:
-    """The delivery upsert, built once per dialect; each delivery only binds its values."""
+    """INSERT ... SELECT the job's id ... ON CONFLICT count again, built once per dialect."""
     table = cast(Table, Delivery.__table__)
+    jobs = cast(Table, Job.__table__)
+    columns = [column for column in table.c if column.name not in ("id", "job_id")]
+    found = select(
+        jobs.c.id, *[bindparam(column.name, type_=column.type) for column in columns]
+    ).where(jobs.c.public_id == bindparam("public_id"))
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(table).values(
-        {
-            column.name: bindparam(column.name, type_=column.type)
-            for column in table.c
-            if column.name != "id"
-        }
-    )
+    statement = insert(table).from_select(["job_id", *[c.name for c in columns]], found)
     return statement.on_conflict_do_update(
         index_elements=[table.c.job_id, table.c.fingerprint],
         set_={
@@ -132,17 +80,6 @@ def _upsert(dialect: str) -> Any:
             "last_received_at": statement.excluded.last_received_at,
         },
     ).returning(table.c.received_count)
-
-
-def keep_unapplied(
-    session: Session, public_id: str, arrival: Arrival, detail: str, *, now: datetime
-) -> Job | None:
-    """Keep a delivery whose merge failed unexpectedly, leaving the job untouched."""
-    job = lock_job(session, public_id=public_id)
-    if job is not None:
-        keep_delivery(session, job, arrival, Applied(Outcome.ERROR, detail=detail), now=now)
-        after_commit(session, REFRESH_JOB, job.id)
-    return job
 
 
 def count_deliveries(session: Session) -> int:

@@ -20,6 +20,7 @@ from webhook_app.states import FINAL, TERMINAL, JobStatus, can_move, rank
 
 
 class Outcome(StrEnum):
+    PENDING = "pending"  # kept by the receiver, not merged yet
     APPLIED = "applied"  # the job moved or learned something new
     NO_CHANGE = "no_change"  # nothing the job did not already know (late or repeated)
     UNCONFIRMED = "unconfirmed"  # kept, but the report needs confirming with a poll

@@ -31,7 +31,6 @@ from flask import Blueprint, Flask, current_app, jsonify
 from webhook_app import shapes
 from webhook_app.depositphotos.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.services.jobs import MAX_BATCH, MAX_PAGE
-from webhook_app.services.progress import Outcome
 from webhook_app.states import JobStatus
 
 blueprint = Blueprint("openapi", __name__)
@@ -251,15 +250,7 @@ SCHEMAS: dict[str, Any] = {
         },
         additionalProperties=False,
     ),
-    "CallbackAnswer": obj(
-        {
-            "received": {"const": True},
-            "outcome": {"enum": [o.value for o in Outcome]},
-            "duplicate": {"type": "boolean"},
-            "detail": {"type": "string"},
-        },
-        "detail",
-    ),
+    "CallbackAnswer": obj({"received": {"const": True}, "duplicate": {"type": "boolean"}}),
     **shape_schemas(),
 }
 
@@ -747,7 +738,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "The upstream's callback for one job",
         "description": (
             "The URL handed to the upstream carries a per-job token (an HMAC of the job id), "
-            "checked before the body is read. Every authenticated delivery is kept."
+            "checked before the body is read. Every authenticated delivery is stored, then "
+            "answered; what it says is applied to its job soon after, off the request path, "
+            "and its outcome is on the job's deliveries."
         ),
         "security": [],
         "parameters": [
@@ -761,11 +754,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             }
         },
         "responses": {
-            "200": json_body(ref("CallbackAnswer"), "merged, or nothing new"),
-            "202": json_body(
-                ref("CallbackAnswer"), "kept but not applied; the upstream will be asked"
-            ),
-            "409": json_body(ref("CallbackAnswer"), "about another generation: kept, ignored"),
+            "200": json_body(ref("CallbackAnswer"), "stored and committed (or a repeat, counted)"),
             "403": _error("the source address is outside CALLBACK_ALLOWED_NETWORKS"),
             "404": _error("wrong token or unknown job (the same answer for both)"),
             "413": answer("TooLarge"),

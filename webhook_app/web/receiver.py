@@ -1,37 +1,33 @@
-"""POST /callbacks/<job_id>/<token>: authenticate, keep, merge, answer fast.
+"""POST /callbacks/<job_id>/<token>: authenticate, keep, answer. Nothing else.
 
-Answers: 200 when the delivery was applied or changed nothing (duplicates included);
-202 when it was kept but could not be understood (or reported a failure): the job is left as
-it was and a confirmation with imageGenerator.get is queued. A 4xx would tell a retrying
-sender to give up or to resend a body that will never parse, and the delivery is not the
-sender's fault to fix. 409 when it names another generation than the job's. 404, identical
-in body and in the work done for a wrong token, an unknown job and a malformed URL. 403 from
-outside CALLBACK_ALLOWED_NETWORKS. 413 over the size limit. 503 when it cannot be stored.
-Refused attempts are counted and logged, never stored.
+The token is checked without the database; then one statement keeps the delivery (or counts
+a repeat of it) and commits. What it says is merged later, in batches, by the appliers
+(`services.applying`), which give it its outcome: the deliveries API shows it.
+
+Answers: 200 once the delivery is stored and committed, whatever its body says (a body that
+cannot be understood is not the sender's fault to fix, and a 4xx would only make it resend
+or give up). 404, identical in body and in the work done for a wrong token, an unknown job
+and a malformed URL. 403 from outside CALLBACK_ALLOWED_NETWORKS. 413 over the size limit.
+503 when it cannot be stored, so that the sender tries again. Refused attempts are counted
+and logged, never stored.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from flask import Blueprint, Response, request
+from sqlalchemy.exc import DBAPIError
 
 from webhook_app.extensions import services
 from webhook_app.infra import metrics
 from webhook_app.infra.callback_tokens import verify_callback_token
 from webhook_app.infra.refusals import CALLBACK_NOT_FOUND, CALLBACK_SOURCE, refuse, source_allowed
 from webhook_app.models import is_public_id, new_public_id, utcnow
-from webhook_app.services.deliveries import (
-    KEPT_HEADERS,
-    Arrival,
-    Received,
-    keep_unapplied,
-    receive_delivery,
-)
-from webhook_app.services.progress import NEEDS_CONFIRMATION, Outcome
+from webhook_app.services.deliveries import KEPT_HEADERS, Arrival, store_delivery
 from webhook_app.web.errors import ErrorAnswer
 
 log = logging.getLogger(__name__)
@@ -69,8 +65,8 @@ def receive_malformed(anything: str) -> Any:
 def receive(job_id: str, token: str) -> Any:
     started, outcome = time.perf_counter(), "error"
     try:
-        response, status, outcome = _receive(job_id, token)
-        return response, status
+        response, outcome = _receive(job_id, token)
+        return response
     except DBAPIError:
         outcome = "database_unavailable"
         raise
@@ -84,10 +80,10 @@ def receive(job_id: str, token: str) -> Any:
         )
 
 
-def _receive(job_id: str, token: str) -> tuple[Any, int, str]:
+def _receive(job_id: str, token: str) -> tuple[Response, str]:
     refusal = _refusal(job_id, token)
     if refusal is not None:
-        return refusal, refusal.status_code, "refused"
+        return refusal, "refused"
     svc = services()
     redact = svc.redactor
     arrival = Arrival(
@@ -102,44 +98,16 @@ def _receive(job_id: str, token: str) -> tuple[Any, int, str]:
         },
         source_addr=request.remote_addr,
     )
-    now = utcnow()
-    try:
-        with svc.db.transaction() as session:
-            received = receive_delivery(
-                session, job_id, arrival, now=now, recheck_after=svc.settings.recheck_after
-            )
-    except Exception as exc:
-        if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
-            raise  # answered 503 by the app: the sender retries
-        # A bug in merging, or a body that claims another job's generation or items (a
-        # unique key says no), must not lose the delivery: keep it apart and confirm by polling.
-        log.exception("callback for job %s could not be applied", job_id)
-        with svc.db.transaction() as session:
-            job = keep_unapplied(session, job_id, arrival, type(exc).__name__, now=now)
-        if job is None:
-            return NOT_FOUND.response(), 404, "unknown_job"
-        received = Received(job, Outcome.ERROR, duplicate=False, completed=False)
-    if received is None:  # a valid token for a job that is no more
+    with svc.db.connection(writes=True) as connection:
+        count = store_delivery(connection, job_id, arrival, now=utcnow())
+    if count is None:  # a valid token for a job that is no more
         refuse(CALLBACK_NOT_FOUND, request.remote_addr)
-        return NOT_FOUND.response(), 404, "unknown_job"
-    outcome = "duplicate" if received.duplicate else received.outcome.value
-    return jsonify(_answer(received)), _status(received), outcome
+        return NOT_FOUND.response(), "unknown_job"
+    if count > 1:
+        return Response(DUPLICATE, mimetype="application/json"), "duplicate"
+    return Response(STORED, mimetype="application/json"), "stored"
 
 
-def _answer(received: Received) -> dict[str, Any]:
-    answer: dict[str, Any] = {
-        "received": True,
-        "outcome": received.outcome.value,
-        "duplicate": received.duplicate,
-    }
-    if received.detail:
-        answer["detail"] = received.detail
-    return answer
-
-
-def _status(received: Received) -> int:
-    if received.outcome is Outcome.MISMATCH:
-        return 409
-    if received.outcome in NEEDS_CONFIRMATION:
-        return 202
-    return 200
+# The two answers a stored delivery gets, serialized once.
+STORED = json.dumps({"received": True, "duplicate": False})
+DUPLICATE = json.dumps({"received": True, "duplicate": True})

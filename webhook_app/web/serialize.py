@@ -115,6 +115,7 @@ def delivery_json(delivery: Delivery) -> shapes.Delivery:
         "received_count": delivery.received_count,
         "outcome": cast(shapes.Outcome, delivery.outcome),
         "detail": delivery.detail,
+        "applied_at": _time(delivery.applied_at),
         "content_type": delivery.content_type,
         "headers": delivery.headers,
         "source_addr": delivery.source_addr,

@@ -1,0 +1,203 @@
+"""Store first, apply later: the receiver's one statement, and the batches that apply what it
+kept (on SQLite and PostgreSQL). The `raw` client leaves deliveries pending, as the receiver
+does; the tests apply them by calling the applier."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import event, select, text, update
+
+from tests.common.doubles import TEST_SECRET, RecordingEnqueuer
+from tests.common.factories import envelope, generation
+from webhook_app.infra.callback_tokens import callback_token
+from webhook_app.infra.queue import ARCHIVE_ITEMS, REFRESH_JOB
+from webhook_app.models import Delivery, Event, Job, utcnow
+from webhook_app.services.applying import anything_pending, apply_pending
+from webhook_app.settings import Settings
+
+JOBS = "/api/v1/jobs"
+
+
+@pytest.fixture
+def raw(app: Any) -> Any:
+    app.test_client_class = FlaskClient
+    return app.test_client()
+
+
+@pytest.fixture
+def db(app: Any) -> Any:
+    return app.extensions["webhook_app"].db
+
+
+def new_job(raw: Any, auth: dict[str, str]) -> str:
+    response = raw.post(JOBS, json={"prompt": "a harbour"}, headers=auth)
+    assert response.status_code == 202
+    return str(response.get_json()["id"])
+
+
+def post(raw: Any, job_id: str, data: dict[str, Any]) -> Any:
+    url = f"/callbacks/{job_id}/{callback_token(TEST_SECRET, job_id)}"
+    return raw.post(url, data=envelope(data), content_type="application/json")
+
+
+def apply(db: Any, settings: Settings) -> dict[str, int]:
+    return dict(apply_pending(db, limit=100, recheck_after=settings.recheck_after))
+
+
+def kept(db: Any, job_id: str) -> list[Delivery]:
+    with db.read() as session:
+        query = select(Delivery).join(Job).where(Job.public_id == job_id).order_by(Delivery.id)
+        return list(session.scalars(query))
+
+
+def job_row(db: Any, job_id: str) -> Job:
+    with db.read() as session:
+        job = session.scalar(select(Job).where(Job.public_id == job_id))
+        assert job is not None
+        return job
+
+
+def test_the_receiver_keeps_a_delivery_in_one_statement_and_applies_nothing(
+    raw: Any, db: Any, auth: dict[str, str], enqueuer: RecordingEnqueuer, settings: Settings
+) -> None:
+    job_id = new_job(raw, auth)
+    version = job_row(db, job_id).version
+    sent_before = list(enqueuer.sent)
+    statements: list[str] = []
+    listener = lambda _c, _k, sql, *_: statements.append(sql)  # noqa: E731
+    event.listen(db.engine, "before_cursor_execute", listener)
+    try:
+        response = post(raw, job_id, generation("preview"))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", listener)
+    assert response.status_code == 200
+    assert response.get_json() == {"received": True, "duplicate": False}
+    work = [sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT"))]
+    assert len(work) == 1 and work[0].lstrip().startswith("INSERT INTO deliveries"), work
+    (delivery,) = kept(db, job_id)
+    assert (delivery.outcome, delivery.applied_at, delivery.received_count) == ("pending", None, 1)
+    assert job_row(db, job_id).status == "queued" and job_row(db, job_id).version == version
+    assert enqueuer.sent == sent_before  # no task per callback
+    assert (
+        raw.get(f"{JOBS}/{job_id}/deliveries", headers=auth).get_json()["deliveries"][0]["outcome"]
+        == "pending"
+    )
+    assert anything_pending(db)
+    assert apply(db, settings) == {"applied": 1}
+
+
+def test_one_batch_applies_many_jobs_and_asks_for_their_archives_together(
+    raw: Any, db: Any, auth: dict[str, str], enqueuer: RecordingEnqueuer, settings: Settings
+) -> None:
+    jobs = [new_job(raw, auth) for _ in range(3)]
+    previews = {job_id: generation("preview") for job_id in jobs}
+    for job_id, data in previews.items():
+        assert post(raw, job_id, data).status_code == 200
+    assert post(raw, jobs[0], previews[jobs[0]]).get_json()["duplicate"] is True
+    enqueuer.sent.clear()
+
+    outcomes = apply(db, settings)
+    assert outcomes.get("applied", 0) >= 3
+    assert not anything_pending(db)
+    for job_id in jobs:
+        assert job_row(db, job_id).status == "processing"
+        assert [(d.outcome, d.received_count) for d in kept(db, job_id)] == [
+            ("applied", 2 if job_id == jobs[0] else 1)
+        ]
+    archives = [args for name, args in enqueuer.sent if name == ARCHIVE_ITEMS]
+    wanted = {item["uuid"] for data in previews.values() for item in data["items"]}
+    assert len(archives) == 1 and set(archives[0]) >= wanted
+    assert apply(db, settings) == {}
+
+
+def test_applying_a_delivery_again_changes_nothing(
+    raw: Any, db: Any, auth: dict[str, str], settings: Settings
+) -> None:
+    job_id = new_job(raw, auth)
+    data = generation("preview")
+    post(raw, job_id, data)
+    post(raw, job_id, generation("final", data["uuid"], [i["uuid"] for i in data["items"]]))
+    apply(db, settings)
+    before = job_row(db, job_id)
+    with db.read() as session:
+        events = session.scalars(select(Event.to_status).where(Event.job_id == before.id)).all()
+    assert before.status == "completed"
+
+    with db.transaction() as session:  # as if the outcomes had never been written
+        session.execute(
+            update(Delivery).where(Delivery.job_id == before.id).values(outcome="pending")
+        )
+    assert apply(db, settings) == {"no_change": 2}
+    after = job_row(db, job_id)
+    assert (after.status, after.version, after.change_seq) == (
+        before.status,
+        before.version,
+        before.change_seq,
+    )
+    with db.read() as session:
+        again = session.scalars(select(Event.to_status).where(Event.job_id == before.id)).all()
+    assert again == events
+
+
+def test_a_job_whose_deliveries_break_is_set_apart_and_the_rest_of_its_batch_applies(
+    raw: Any, db: Any, auth: dict[str, str], enqueuer: RecordingEnqueuer, settings: Settings
+) -> None:
+    first, second = new_job(raw, auth), new_job(raw, auth)
+    data = generation("preview")
+    post(raw, first, data)
+    apply(db, settings)
+    # The second job's delivery claims the first job's generation: a unique key says no.
+    claimed = generation("preview", data["uuid"])
+    post(raw, second, claimed)
+    third = new_job(raw, auth)
+    post(raw, third, generation("preview"))
+    enqueuer.sent.clear()
+
+    assert apply(db, settings) == {"error": 1, "applied": 1}
+    (broken,) = kept(db, second)
+    assert broken.outcome == "error" and broken.detail == "IntegrityError"
+    assert job_row(db, second).status == "queued" and job_row(db, second).generation_uuid is None
+    assert job_row(db, third).status == "processing"
+    assert (REFRESH_JOB, (job_row(db, second).id,)) in enqueuer.sent
+    # What the rolled-back merge asked for is not sent; what the batch's other job asked is.
+    archived = {uuid for name, args in enqueuer.sent if name == ARCHIVE_ITEMS for uuid in args}
+    assert archived and not archived & {item["uuid"] for item in claimed["items"]}
+
+
+def test_reconciliation_sweeps_only_deliveries_older_than_its_horizon(
+    raw: Any, db: Any, auth: dict[str, str], settings: Settings
+) -> None:
+    job_id = new_job(raw, auth)
+    post(raw, job_id, generation("preview"))
+    received = kept(db, job_id)[0].first_received_at
+    early = apply_pending(
+        db, limit=10, recheck_after=settings.recheck_after, received_before=received
+    )
+    assert dict(early) == {} and kept(db, job_id)[0].outcome == "pending"
+    late = apply_pending(
+        db, limit=10, recheck_after=settings.recheck_after, received_before=utcnow()
+    )
+    assert dict(late) == {"applied": 1} and kept(db, job_id)[0].outcome == "applied"
+
+
+def test_appliers_skip_deliveries_another_applier_holds(
+    raw: Any, db: Any, auth: dict[str, str], settings: Settings, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: there is nothing to skip")
+    held, free = new_job(raw, auth), new_job(raw, auth)
+    post(raw, held, generation("preview"))
+    post(raw, free, generation("preview"))
+    (delivery,) = kept(db, held)
+    with db.engine.connect() as other, other.begin():  # another applier's batch, under way
+        other.execute(
+            text("SELECT id FROM deliveries WHERE id = :id FOR UPDATE"), {"id": delivery.id}
+        )
+        assert apply(db, settings) == {"applied": 1}
+        assert job_row(db, free).status == "processing"
+        assert job_row(db, held).status == "queued"
+    assert apply(db, settings) == {"applied": 1}
+    assert job_row(db, held).status == "processing"
