@@ -17,13 +17,20 @@ GIVE_UP = 10.0
 
 
 class Freshness:
-    """A thread that sends one job's preview callback, then reads the job until it shows the
-    preview, over and over: each probe is the time from the callback's 2xx to that read."""
+    """A thread that sends one job's preview callback to the loaded web, then reads the job
+    from another web process (so that the reads are not counted in the load's figures) until
+    it shows the preview, over and over: each probe is the time from the callback's 2xx to
+    that read."""
 
     def __init__(
-        self, web: str, auth: str, probes: list[tuple[str, str, str]], job_of: Callable[[str], str]
+        self,
+        web: str,
+        reader: str,
+        auth: str,
+        probes: list[tuple[str, str, str]],
+        job_of: Callable[[str], str],
     ) -> None:
-        self.web, self.auth = web, auth
+        self.web, self.reader, self.auth = web, reader, auth
         self.probes = probes  # (method, callback path, body) of fresh jobs' previews
         self.job_of = job_of
         self.seen_ms: list[float] = []
@@ -49,7 +56,7 @@ class Freshness:
             stored = time.monotonic()
             if answer.status_code != 200:
                 continue
-            url = f"{self.web}/api/v1/jobs/{self.job_of(path)}"
+            url = f"{self.reader}/api/v1/jobs/{self.job_of(path)}"
             while time.monotonic() - stored < GIVE_UP:
                 job = http.get(url, headers={"Authorization": self.auth}).json()
                 if job["status"] == "processing":

@@ -135,7 +135,9 @@ class Ingestion:
             counts = kit.counts(f"web-{plan.web_workers}")
             applier_before = kit.settled_counts(kit.counts("applier"))
             applier_cpu = cpu_seconds(tree(applier))
-            freshness = Freshness(web, kit.authorization, probes, job_of=lambda p: p.split("/")[2])
+            freshness = Freshness(
+                web, kit.stack.url, kit.authorization, probes, job_of=lambda p: p.split("/")[2]
+            )
             began = datetime.now(UTC)
             freshness.start()
             measured = kit.load(web, self.write(lines), counts=counts)
@@ -289,6 +291,7 @@ class Ingestion:
             "service stores, during the load and after it until nothing is pending; its CPU "
             "and round trips are counted from the load's start to then. Freshness: every "
             f"0.2 s during the load one more job's preview is sent and the job read every 5 ms "
+            "(through the kit's other gunicorn, so the reads are not in the load's figures) "
             "until it shows `processing`.",
             f"Outcomes stored: {outcomes}.",
             "",

@@ -27,10 +27,12 @@ from bench.__main__ import DEFAULT_POSTGRES, DEFAULT_REDIS, loopback
 from bench.ingestion import callback_requests
 from webhook_app.infra.migrate import upgrade
 from webhook_app.sandbox import SandboxKnobs, SandboxServer
+from webhook_app.services.applying import apply_pending
 from webhook_app.settings import normalize_database_url
 
 SECRET = secrets.token_urlsafe(32)
 TOKEN = secrets.token_urlsafe(32)
+BATCH = 20  # stored callbacks applied per profiled call
 JOBS = 1000  # loaded for get-one and the list, beside the callback and submission jobs
 
 
@@ -115,9 +117,19 @@ def profile_paths(url: str, calls: int) -> None:
     def submit() -> None:
         submit_job(next(submitted))
 
+    svc = app.extensions["webhook_app"]
+
+    def apply_batch() -> None:
+        apply_pending(svc.db, limit=BATCH, recheck_after=svc.settings.recheck_after)
+
     counter = iter(range(10**9))
     for title, call, count in (
         ("callback (preview then final stage of each job, some repeated)", callback, calls),
+        (
+            f"applying what the callbacks stored (batches of {BATCH})",
+            apply_batch,
+            -(-calls // BATCH),
+        ),
         ("get-one", lambda: get_one(next(counter)), calls),
         ("list page (status=completed, 50 jobs)", list_page, max(1, calls // 4)),
         ("submission task (claim, imageGenerator.generate, record)", submit, calls),

@@ -91,7 +91,8 @@ def test_profiles_show_where_each_hot_path_spends_its_time(
     paths = re.split(r"^## ", run.stdout, flags=re.MULTILINE)[1:]
     # Each path's tree reaches the service's own function for it.
     for title, function in (
-        ("callback", "receive_delivery"),
+        ("callback", "store_delivery"),
+        ("applying", "apply_report"),
         ("get-one", "job_view"),
         ("list page", "views_of_rows"),
         ("submission task", "submit_job"),

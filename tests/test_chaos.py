@@ -255,8 +255,10 @@ def test_applier_killed_mid_batch_leaves_every_delivery_to_the_next(postgres_sta
     stack.start_all(SANDBOX_PREVIEW_DELAY="6", SANDBOX_FINAL_DELAY="7")
     ids = create_jobs(stack, prefix="applier")
     wait_until(
-        lambda: all(j and j["status"] == "submitted" for j in fetch(stack, ids).values()),
-        60,
+        lambda: all(
+            j and j["status"] not in ("queued", "submitting") for j in fetch(stack, ids).values()
+        ),
+        90,
         "every job submitted",
     )
     admin, name = _database_admin(stack)
@@ -275,10 +277,12 @@ def test_applier_killed_mid_batch_leaves_every_delivery_to_the_next(postgres_sta
                 waiting = connection.execute(
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = :name "
-                        "AND wait_event_type = 'Lock' AND query LIKE 'SELECT jobs.%FOR UPDATE'"
+                        "AND wait_event_type = 'Lock' "
+                        "AND query LIKE 'SELECT jobs.%FOR UPDATE OF jobs'"
                     ),
                     {"name": name},
                 ).scalar_one()
+            with database.connect() as connection:
                 pending = connection.execute(
                     text("SELECT count(*) FROM deliveries WHERE outcome = 'pending'")
                 ).scalar_one()

@@ -328,20 +328,22 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
 
 
 @shared_task(name=ENRICH_JOB, bind=True, base=DatabaseRetryingTask)
-def enrich_job(self: Task, job_id: int) -> None:
-    """Record width, height and type of each item of a completed job."""
+def enrich_job(self: Task, *job_ids: int) -> None:
+    """Record width, height and type of each item of some completed jobs."""
     ctx = context()
     with ctx.db.read() as session:
         pending = session.execute(
-            select(JobItem.id, JobItem.uuid).where(
-                JobItem.job_id == job_id, JobItem.width.is_(None)
-            )
+            select(JobItem.id, JobItem.uuid, JobItem.job_id)
+            .where(JobItem.job_id.in_(job_ids), JobItem.width.is_(None))
+            .order_by(JobItem.job_id, JobItem.position)
         ).all()
     found: list[dict[str, Any]] = []
+    learned: set[int] = set()
     try:
-        for item_id, item_uuid in pending:
+        for item_id, item_uuid, job_id in pending:
             width, height, media_type = kind.media_data(ctx.client, item_uuid)
             found.append(dict(id=item_id, width=width, height=height, media_type=media_type))
+            learned.add(job_id)
     except (*RETRY_LATER, ValidationError, NotFound) as exc:
         # Media data may lag behind completion: a validation answer is retried too.
         raise retry_later(self, exc) from None
@@ -351,7 +353,7 @@ def enrich_job(self: Task, job_id: int) -> None:
             with ctx.db.transaction() as session:
                 # A plain statement: record the change. The job's row first, as every writer
                 # takes it before its items, so two writers never wait on each other in a ring.
-                changes.touch(session, job_ids=[job_id])
+                changes.touch(session, job_ids=sorted(learned))
                 session.execute(update(JobItem), found)
 
 
@@ -456,32 +458,39 @@ def deliver_notification(public_id: str) -> str | None:
 
 
 @shared_task(name=JOB_FINISHED, bind=True, max_retries=5)
-def job_finished(self: Task, job_id: int, status: str) -> None:
-    """Count the job's duration, and hand it to ON_JOB_DONE_TASK when one is configured."""
+def job_finished(self: Task, *finished: Any) -> None:
+    """Count each finished job's duration, and hand it to ON_JOB_DONE_TASK when one is
+    configured. Each argument is a job id and the status it reached (a message of an earlier
+    release is one job id and its status)."""
+    if finished and isinstance(finished[0], int):
+        finished = (finished,)
+    statuses = {int(job_id): str(status) for job_id, status in finished}
     ctx = context()
     hook = ctx.settings.on_job_done_task
     with ctx.db.read() as session:
-        job = session.get(Job, job_id, options=[lazyload(Job.items)])
-        if job is None:
-            return
-        summary = None
-        if hook:  # only a hook is told the items: read them for it alone
-            summary = notifications.job_summary(job, status, ctx.settings.public_base_url)
-    if hook and summary is not None:
+        options = [] if hook else [lazyload(Job.items)]  # only a hook is told the items
+        query = select(Job).where(Job.id.in_(statuses)).order_by(Job.id).options(*options)
+        jobs = session.scalars(query).all()
+        summaries = [
+            notifications.job_summary(job, statuses[job.id], ctx.settings.public_base_url)
+            for job in (jobs if hook else [])
+        ]
+    for summary in summaries:
         try:
             ctx.enqueuer.send_to(
                 ctx.settings.on_job_done_queue,
-                hook,
+                str(hook),  # there are summaries only when there is a hook
                 job_id=summary["id"],
-                status=status,
+                status=summary["status"],
                 items=summary["items"],
             )
         except OperationalError as exc:
             raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
         metrics.HOOKS.inc()
-    if job.finished_at is not None:
-        seconds = (job.finished_at - job.created_at).total_seconds()
-        metrics.JOB_SECONDS.labels(status=status).observe(seconds)
+    for job in jobs:
+        if job.finished_at is not None:
+            seconds = (job.finished_at - job.created_at).total_seconds()
+            metrics.JOB_SECONDS.labels(status=statuses[job.id]).observe(seconds)
 
 
 def resend_follow_ups() -> dict[str, int]:

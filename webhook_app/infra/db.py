@@ -85,28 +85,26 @@ class Sender(Protocol):
 Unsent = Callable[[Session], object]
 
 
-# The most keys one gathered message carries (see `after_commit`).
-GATHERED_AT_MOST = 50
-
-
 def after_commit(
     session: Session,
     task: str,
     *args: Any,
     if_unsent: Unsent | None = None,
-    gathered: bool = False,
+    gathered: int = 0,
 ) -> None:
     """Ask for a task to be sent once this session's transaction has committed.
 
     Services call this instead of enqueueing, so a task never runs before the change that
     caused it is visible, and a rolled-back change sends nothing. The same request made
-    twice in one transaction is sent once. A `gathered` task takes any number of keys as
-    its arguments: every such request of the transaction goes out in a few messages. When
+    twice in one transaction is sent once. A task `gathered` by N takes any number of keys
+    as its arguments: every such request of the transaction goes out in messages of at most N
+    keys (a batch of callbacks asks for its follow-ups in a few messages, not one each). When
     the broker refuses the task, `if_unsent` records that in a transaction of its own,
     where people look.
     """
     if gathered:
-        session.info.setdefault("gathered", {}).setdefault(task, {}).update(dict.fromkeys(args))
+        keys = session.info.setdefault("gathered", {}).setdefault((task, gathered), {})
+        keys.update(dict.fromkeys(args))
         return
     session.info.setdefault("after_commit", {})[(task, args)] = None
     if if_unsent is not None:
@@ -116,10 +114,10 @@ def after_commit(
 def follow_ups(session: Session) -> list[tuple[str, tuple[Any, ...]]]:
     """What `after_commit` asked for in this session so far, in the order it was asked."""
     requests = list(session.info.get("after_commit", {}))
-    for task, keys in session.info.get("gathered", {}).items():
+    for (task, at_most), keys in session.info.get("gathered", {}).items():
         listed = list(keys)
-        for start in range(0, len(listed), GATHERED_AT_MOST):
-            requests.append((task, tuple(listed[start : start + GATHERED_AT_MOST])))
+        for start in range(0, len(listed), at_most):
+            requests.append((task, tuple(listed[start : start + at_most])))
     return requests
 
 

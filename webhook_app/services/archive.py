@@ -65,7 +65,7 @@ def request_archives(session: Session, items: Iterable[JobItem], *, now: datetim
     for item in wanted:
         session.expire(item, ["archive"])
     # A few messages for every item the transaction revealed; each keeps its own state.
-    after_commit(session, ARCHIVE_ITEMS, *[item.uuid for item in wanted], gathered=True)
+    after_commit(session, ARCHIVE_ITEMS, *[item.uuid for item in wanted], gathered=48)
 
 
 _NEW_ARCHIVE = insert(ItemArchive)

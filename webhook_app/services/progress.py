@@ -88,9 +88,10 @@ def move(
         job.next_check_at = None
     if target in TERMINAL:
         notify_finished(session, job, target.value, now=now)
-        after_commit(session, JOB_FINISHED, job.id, target.value)
+        after_commit(session, JOB_FINISHED, (job.id, target.value), gathered=50)
     if target is JobStatus.COMPLETED:
-        after_commit(session, ENRICH_JOB, job.id)
+        # Each job's items are looked up one call each: a few jobs per task keep it short.
+        after_commit(session, ENRICH_JOB, job.id, gathered=8)
     return True
 
 
