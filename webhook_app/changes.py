@@ -101,15 +101,19 @@ def touch(session: Session, *, job_ids: Iterable[int] = (), item_ids: Iterable[i
 
 
 def _changed(obj: Any) -> bool:
-    hidden = _HIDDEN[type(obj)]
     state = obj.__dict__.get("_sa_instance_state")
     if state is None:
         return False
-    return any(
-        state.attrs[attr.key].history.has_changes()
-        for attr in state.mapper.column_attrs
-        if attr.key not in hidden
-    )
+    # Only attributes set since the load are in committed_state: look at their history alone.
+    set_since = state.committed_state.keys() & _SHOWN[type(obj)]
+    return any(state.attrs[key].history.has_changes() for key in set_since)
+
+
+# The columns whose change is a change of the job: what is not hidden.
+_SHOWN = {
+    model: frozenset(attr.key for attr in model.__mapper__.column_attrs) - hidden
+    for model, hidden in _HIDDEN.items()
+}
 
 
 def _owner(obj: Any) -> tuple[int | None, int | None]:

@@ -48,12 +48,14 @@ _CLAIM = (
 _CLAIM_OLD = _CLAIM.where(_DELIVERIES.c.first_received_at < bindparam("before"))
 _ANY_PENDING = select(_DELIVERIES.c.id).where(_PENDING).limit(1)
 # Every job of a batch locked in one statement, in id order (so appliers never deadlock);
-# the items are read by a second statement, once the locks are held.
+# the items are read by a second statement, once the locks are held. FOR NO KEY UPDATE: the
+# receiver's insert of a delivery takes a key-share lock on its job, which this must not wait
+# for (nor make the receiver wait for, or the two would deadlock over a repeated delivery).
 _LOCK_JOBS = (
     select(Job)
     .where(Job.id.in_(bindparam("ids", expanding=True)))
     .order_by(Job.id)
-    .with_for_update(of=Job)
+    .with_for_update(of=Job, key_share=True)
     .options(selectinload(Job.items).selectinload(JobItem.archive))
 )
 _MARK = (

@@ -226,7 +226,9 @@ def get_job(session: Session, public_id: str) -> Job | None:
 # Built once: these run on every callback and every read of one job.
 _LOCKED = (
     select(Job)
-    .with_for_update(of=Job)
+    # NO KEY UPDATE: writers of a job take turns, and a delivery stored meanwhile (its
+    # insert takes a key-share lock on the job) does not wait for them.
+    .with_for_update(of=Job, key_share=True)
     .options(lazyload(Job.items).joinedload(JobItem.archive))  # one query for both, when used
 )
 _LOCK_BY_PUBLIC_ID = _LOCKED.where(Job.public_id == bindparam("key"))

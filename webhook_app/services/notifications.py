@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, selectinload
 
 from webhook_app.infra import metrics
@@ -66,14 +66,28 @@ def job_summary(job: Job, status: str, base_url: str = "") -> dict[str, Any]:
 _SUBSCRIPTIONS = select(Subscription).order_by(Subscription.id)
 
 
+def _subscriptions(session: Session) -> list[Subscription]:
+    """Every subscription, read once per transaction (a batch of callbacks finishes many jobs)."""
+    if _SUBSCRIBED not in session.info:
+        with session.no_autoflush:  # the job's pending changes are flushed once, at the commit
+            session.info[_SUBSCRIBED] = session.scalars(_SUBSCRIPTIONS).all()
+    return list(session.info[_SUBSCRIBED])
+
+
+_SUBSCRIBED = "webhook_app.subscriptions"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_subscriptions(session: Session, _transaction: Any) -> None:
+    session.info.pop(_SUBSCRIBED, None)
+
+
 def notify_finished(session: Session, job: Job, status: str, *, now: datetime) -> None:
     """Write one notification per interested subscriber, to be sent after the commit."""
     # A job reaches each status once (transitions only go forward), so there is one
     # notification per subscriber and event, as the unique constraint holds.
     event_type = f"job.{status}"
-    with session.no_autoflush:  # the job's pending changes are flushed once, at the commit
-        subscriptions = session.scalars(_SUBSCRIPTIONS).all()
-    for subscription in subscriptions:
+    for subscription in _subscriptions(session):
         if not wants(subscription, job, status):
             continue
         payload = {"type": event_type, "timestamp": _time(now), "data": job_summary(job, status)}

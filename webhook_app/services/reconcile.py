@@ -15,6 +15,8 @@ from webhook_app.settings import Settings
 from webhook_app.states import IN_FLIGHT, TERMINAL, JobStatus
 
 BATCH = 500
+# The jobs planned on are locked FOR NO KEY UPDATE (key_share=True), like every writer's lock
+# of a job: a delivery stored meanwhile takes a key-share lock on its job and must not wait.
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def plan_reconciliation(session: Session, *, now: datetime, schedule: Schedule) 
         select(Job)
         .where(Job.status.not_in([s.value for s in TERMINAL]), Job.deadline_at <= now)
         .limit(BATCH)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, key_share=True)
     )
     for job in expired:
         if move(session, job, JobStatus.TIMED_OUT, "poll", now, {"reason": "deadline passed"}):
@@ -71,7 +73,7 @@ def plan_reconciliation(session: Session, *, now: datetime, schedule: Schedule) 
             Job.updated_at <= now - schedule.stale_submission,
         )
         .limit(BATCH)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, key_share=True)
     )
     for job in stalled:
         # The worker that claimed it died mid-call: the request may have gone out.
@@ -111,7 +113,7 @@ def plan_reconciliation(session: Session, *, now: datetime, schedule: Schedule) 
         )
         .order_by(Job.next_check_at)
         .limit(BATCH)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, key_share=True)
     )
     for job in due:
         # Pushing the next check out now keeps the next beat from polling it again.
