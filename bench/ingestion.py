@@ -94,6 +94,8 @@ class Ingestion:
         self,
     ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
         """Also the preview callbacks of PROBES more jobs, for the freshness probes."""
+        # The bulk load resets the id sequences: nothing may be inserting meanwhile.
+        self.drain()
         count = self.kit.plan.ingestion_jobs
         first, self.next_job = self.next_job, self.next_job + count + PROBES
         start = datetime.now(UTC) - timedelta(hours=1)
@@ -196,7 +198,7 @@ class Ingestion:
                 ("callback ingestion", f"{workers} gunicorn workers", service[workers], "req/s")
             )
 
-        self.wait_applied()
+        self.drain()
         kit.stack.stop("applier")
         answered, stored, outcomes = self.reconcile_counts()
         main = service[plan.web_workers]
@@ -302,8 +304,8 @@ class Ingestion:
         kit.findings.conditions.append(("1. ingestion", started, load_average()))
         return "\n".join(out)
 
-    def wait_applied(self) -> datetime:
-        """Wait until nothing is pending; when the last delivery was applied."""
+    def drain(self) -> None:
+        """Wait until no stored delivery is pending."""
         url = database.libpq_url(self.kit.stack.env["DATABASE_URL"])
         deadline = time.monotonic() + CATCH_UP
         with psycopg.connect(url, autocommit=True) as connection:
@@ -312,10 +314,15 @@ class Ingestion:
                     "SELECT count(*) FROM deliveries WHERE outcome = 'pending'"
                 ).fetchone()
                 if pending and pending[0] == 0:
-                    break
+                    return
                 time.sleep(0.05)
-            else:
-                raise RuntimeError(f"deliveries still pending {CATCH_UP:g} s after the load")
+        raise RuntimeError(f"deliveries still pending {CATCH_UP:g} s after the load")
+
+    def wait_applied(self) -> datetime:
+        """Wait until nothing is pending; when the last delivery was applied."""
+        self.drain()
+        url = database.libpq_url(self.kit.stack.env["DATABASE_URL"])
+        with psycopg.connect(url, autocommit=True) as connection:
             row = connection.execute("SELECT max(applied_at) FROM deliveries").fetchone()
         assert row and row[0], "no delivery was applied"
         return row[0]

@@ -151,7 +151,8 @@ def run_the_story(stack: Stack, subscriber: Subscriber, hook_output: Path) -> No
     assert metric(stack, "webhook_app_jobs", status="completed") == 1
     assert metric(stack, "webhook_app_item_archives", state="archived") == 4
     assert metric(stack, "webhook_app_notifications", state="delivered") == 1
-    assert metric(stack, "webhook_app_callbacks_total", outcome="applied") >= 2
+    assert metric(stack, "webhook_app_callbacks_total", outcome="stored") >= 2
+    assert metric(stack, "webhook_app_deliveries_applied_total", outcome="applied") >= 2
     generate = {"command": "imageGenerator.generate", "outcome": "success"}
     assert metric(stack, "webhook_app_upstream_calls_total", **generate) == 1
     assert metric(stack, "webhook_app_task_queue_lag_seconds_count", task="webhook_app.submit_job")

@@ -38,7 +38,7 @@ class Applier:
         self.settings = settings
         self.db = Database(settings.database_url, pool_size=1, sender=enqueuer)
         # Pool children must not use (or close) the parent's connection.
-        os.register_at_fork(after_in_child=lambda: self.db.engine.dispose(close=False))
+        os.register_at_fork(after_in_child=lambda: self.db.dispose(close=False))
         self.stopped = threading.Event()
 
     def apply_once(self) -> int:

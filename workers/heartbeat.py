@@ -41,7 +41,7 @@ class Heartbeat:
         self.redact = Redactor(settings_secrets(settings))
         self.db = Database(settings.database_url, pool_size=1)
         # Pool children must not use (or close) the parent's connection.
-        os.register_at_fork(after_in_child=lambda: self.db.engine.dispose(close=False))
+        os.register_at_fork(after_in_child=lambda: self.db.dispose(close=False))
         self.started_at = utcnow()
         self.stopped = threading.Event()
         self.ready = threading.Event()

@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from webhook_app import changes  # noqa: F401 (every session records job changes)
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine tuned for several processes sharing one database."""
+def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> Engine:
+    """An engine tuned for several processes sharing one database. An `autocommit` one
+    (PostgreSQL) runs every statement as its own transaction, and its connections stay so:
+    nothing is switched on checkout or reset on return."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -34,6 +36,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size,
         pool_timeout=1,
         connect_args=connect_args,
+        **({"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None} if autocommit else {}),
     )
     _discard_dead_connections(engine)
     return engine
@@ -141,11 +144,12 @@ class Database:
         self.engine = make_engine(url, pool_size=pool_size)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.sender = sender
-        # PostgreSQL reads each statement on its own, sparing a BEGIN and a COMMIT per read
-        # request; SQLite keeps its transaction (its BEGIN IMMEDIATE queues writers).
+        # PostgreSQL reads (and stores a callback) one statement at a time, sparing a BEGIN
+        # and a COMMIT per request, on connections of their own; SQLite keeps its transaction
+        # (its BEGIN IMMEDIATE queues writers).
         autocommit = self.engine.dialect.name != "sqlite"
         self._reading = (
-            self.engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else None
+            make_engine(url, pool_size=pool_size, autocommit=True) if autocommit else None
         )
         self._readers = (
             sessionmaker(self._reading, expire_on_commit=False) if self._reading else None
@@ -192,5 +196,9 @@ class Database:
         with self._reading.connect() as connection:
             yield connection
 
-    def dispose(self) -> None:
-        self.engine.dispose()
+    def dispose(self, *, close: bool = True) -> None:
+        """Let go of every pooled connection (`close=False` after a fork: they belong to the
+        parent, which goes on using them)."""
+        self.engine.dispose(close=close)
+        if self._reading is not None:
+            self._reading.dispose(close=close)

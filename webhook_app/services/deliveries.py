@@ -9,7 +9,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import Table, bindparam, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
@@ -76,7 +76,7 @@ def _upsert(dialect: str) -> Any:
     return statement.on_conflict_do_update(
         index_elements=[table.c.job_id, table.c.fingerprint],
         set_={
-            "received_count": table.c.received_count + 1,
+            "received_count": table.c.received_count + literal_column("1"),
             "last_received_at": statement.excluded.last_received_at,
         },
     ).returning(table.c.received_count)
