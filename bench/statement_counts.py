@@ -64,7 +64,8 @@ def install(directory: Path) -> None:
 
 def _autocommit(connection: Any) -> bool:
     # Such a connection sends no BEGIN, COMMIT or ROLLBACK: its transactions cost nothing.
-    return bool(connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT")
+    # AUTOCOMMIT may be the connection's option or its engine's: SQLAlchemy's test covers both.
+    return bool(connection._is_autocommit_isolation())
 
 
 def _flush_forever(directory: Path) -> None:

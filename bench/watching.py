@@ -157,10 +157,12 @@ class Watching:
         blocks, sequential = [], False
         for title, status in (("no filter", None), ("status=submitted", "submitted")):
             captured.clear()
-            event.listen(db.engine, "before_cursor_execute", capture)
+            for engine in db.engines:
+                event.listen(engine, "before_cursor_execute", capture)
             with db.connection() as connection:
                 feed.changes_since(connection, cursor, limit=50, status=status)
-            event.remove(db.engine, "before_cursor_execute", capture)
+            for engine in db.engines:
+                event.remove(engine, "before_cursor_execute", capture)
             statement, parameters = captured[1]  # after the horizon's probe: the page
             plan = database.explain(db.engine, statement, parameters)
             sequential |= any("Seq Scan" in line for line in plan)

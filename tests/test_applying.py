@@ -68,11 +68,13 @@ def test_the_receiver_keeps_a_delivery_in_one_statement_and_applies_nothing(
     sent_before = list(enqueuer.sent)
     statements: list[str] = []
     listener = lambda _c, _k, sql, *_: statements.append(sql)  # noqa: E731
-    event.listen(db.engine, "before_cursor_execute", listener)
+    for engine in db.engines:
+        event.listen(engine, "before_cursor_execute", listener)
     try:
         response = post(raw, job_id, generation("preview"))
     finally:
-        event.remove(db.engine, "before_cursor_execute", listener)
+        for engine in db.engines:
+            event.remove(engine, "before_cursor_execute", listener)
     assert response.status_code == 200
     assert response.get_json() == {"received": True, "duplicate": False}
     work = [sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT"))]

@@ -61,14 +61,16 @@ def signed(job_id: str, secret: str = TEST_SECRET) -> str:
 def statements(app: Any) -> Iterator[list[str]]:
     """Every SQL statement the app runs while the test holds this list."""
     seen: list[str] = []
-    engine = app.extensions["webhook_app"].db.engine
+    engines = app.extensions["webhook_app"].db.engines
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)
 
-    event.listen(engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", record)
     yield seen
-    event.remove(engine, "before_cursor_execute", record)
+    for engine in engines:
+        event.remove(engine, "before_cursor_execute", record)
 
 
 def test_every_kind_of_wrong_callback_gets_the_same_404_without_touching_the_database(

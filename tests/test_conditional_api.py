@@ -35,8 +35,8 @@ def deliver(client: Any, job_id: str, data: dict[str, Any]) -> None:
 def statements(app: Any) -> list[str]:
     """Every statement the app's engine sends from now on."""
     sent: list[str] = []
-    engine = app.extensions["webhook_app"].db.engine
-    event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, *_: sent.append(sql))
+    for engine in app.extensions["webhook_app"].db.engines:
+        event.listen(engine, "before_cursor_execute", lambda _c, _k, sql, *_: sent.append(sql))
     return sent
 
 

@@ -1,9 +1,10 @@
 """Each job's version, and the one order of changes the whole deployment shares.
 
 Every visible change to a job, its items or their archives bumps the job's `version` (its
-ETag) and gives it a new `change_seq` (its place in the changes feed). A session hook does it
-for whatever the ORM flushes, inside the same UPDATE where the job itself is written; a writer
-that changes items or archives with plain statements calls `touch`.
+ETag) and gives it a new `change_seq` (its place in the changes feed: the writing
+transaction's, shared by every job it changes). A session hook does it for whatever the ORM
+flushes, inside the same UPDATE where the job itself is written; a writer that changes items
+or archives with plain statements calls `touch`.
 
 A change is never skipped by a feed reader, even when transactions commit out of order:
 
@@ -138,7 +139,7 @@ def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -
     for obj in session.new:
         if isinstance(obj, Job):
             obj.version = 1
-            obj.change_seq = next_change_seq()
+            obj.change_seq = _position(session)
             done.add(obj)
         elif isinstance(obj, JobItem | ItemArchive):
             job_id, item_id = _owner(obj)
@@ -166,19 +167,31 @@ def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -
         # The job's own UPDATE carries both: no statement of its own. Writers of a job hold
         # its row lock, so the version read here is the one they are replacing.
         job.version = job.version + 1
-        job.change_seq = next_change_seq()
+        job.change_seq = _position(session)
     if elsewhere or item_ids:
         done.update(elsewhere)
         touch(session, job_ids=elsewhere, item_ids=item_ids)
 
 
 _VERSIONED = "webhook_app.versioned"
+_POSITION = "webhook_app.change_position"
+
+
+def _position(session: Session) -> int:
+    """The transaction's place in the change order, read once: every job it changes shares
+    it (readers order ties by id). A plain value, so the ORM writes the jobs of a batch in
+    one executemany rather than a statement each."""
+    position = session.info.get(_POSITION)
+    if position is None:
+        position = session.info[_POSITION] = session.connection().scalar(select(next_change_seq()))
+    return int(position)
 
 
 @event.listens_for(Session, "after_transaction_end")
 def _transaction_ended(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(_VERSIONED, None)
+        session.info.pop(_POSITION, None)
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -196,6 +196,11 @@ class Database:
         with self._reading.connect() as connection:
             yield connection
 
+    @property
+    def engines(self) -> tuple[Engine, ...]:
+        """Every engine this database's statements go through."""
+        return (self.engine,) if self._reading is None else (self.engine, self._reading)
+
     def dispose(self, *, close: bool = True) -> None:
         """Let go of every pooled connection (`close=False` after a fork: they belong to the
         parent, which goes on using them)."""
