@@ -12,7 +12,7 @@ from bench.figures import percentile
 
 # Between two probes, and between two reads of the probed job.
 EVERY = 0.2
-READ_EVERY = 0.005
+READ_EVERY = 0.02
 GIVE_UP = 10.0
 
 
@@ -57,11 +57,13 @@ class Freshness:
             if answer.status_code != 200:
                 continue
             url = f"{self.reader}/api/v1/jobs/{self.job_of(path)}"
+            headers = {"Authorization": self.auth}
             while time.monotonic() - stored < GIVE_UP:
-                job = http.get(url, headers={"Authorization": self.auth}).json()
-                if job["status"] == "processing":
+                read = http.get(url, headers=headers)
+                if read.status_code == 200 and read.json()["status"] == "processing":
                     self.seen_ms.append((time.monotonic() - stored) * 1000)
                     break
+                headers["If-None-Match"] = read.headers.get("ETag", "")
                 time.sleep(READ_EVERY)
             else:
                 self.unseen += 1

@@ -175,16 +175,16 @@ def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -
 
 _VERSIONED = "webhook_app.versioned"
 _POSITION = "webhook_app.change_position"
+_NEXT = select(next_change_seq())
 
 
 def _position(session: Session) -> int:
     """The transaction's place in the change order, read once: every job it changes shares
     it (readers order ties by id). A plain value, so the ORM writes the jobs of a batch in
     one executemany rather than a statement each."""
-    position = session.info.get(_POSITION)
-    if position is None:
-        position = session.info[_POSITION] = session.connection().scalar(select(next_change_seq()))
-    return int(position)
+    if _POSITION not in session.info:
+        session.info[_POSITION] = session.connection().execute(_NEXT).scalar_one()
+    return int(session.info[_POSITION])
 
 
 @event.listens_for(Session, "after_transaction_end")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from webhook_app.archive.fetch import Fetched, FetchError, fetch_image
@@ -45,30 +45,14 @@ def request_archives(session: Session, items: Iterable[JobItem], *, now: datetim
     wanted = [item for item in items if item.archive is None]
     if not wanted:
         return
-    if any(item.id is None for item in wanted):
-        session.flush()  # items the report just revealed get their ids
-    # One plain insert for all: the ORM would read each new row's id back, and nothing here
-    # reads the archives again (an item's `archive` is reloaded if something does).
-    session.connection().execute(
-        _NEW_ARCHIVE,
-        [
-            {
-                "item_id": item.id,
-                "state": PENDING,
-                "attempts": 0,
-                "created_at": now,
-                "next_attempt_at": now + LEASE,
-            }
-            for item in wanted
-        ],
-    )
+    # Written by the ORM's flush: the archives of a whole batch of callbacks in one
+    # multi-row INSERT (items the report just revealed are inserted first).
     for item in wanted:
-        session.expire(item, ["archive"])
+        item.archive = ItemArchive(
+            state=PENDING, attempts=0, created_at=now, next_attempt_at=now + LEASE
+        )
     # A few messages for every item the transaction revealed; each keeps its own state.
     after_commit(session, ARCHIVE_ITEMS, *[item.uuid for item in wanted], gathered=48)
-
-
-_NEW_ARCHIVE = insert(ItemArchive)
 
 
 @dataclass(frozen=True)
