@@ -125,12 +125,13 @@ def follow_ups(session: Session) -> list[tuple[str, tuple[Any, ...]]]:
 
 
 def restore_follow_ups(session: Session, kept: Any) -> None:
-    """Put the session's follow-ups back as `kept_follow_ups` found them: what a part of the
-    transaction rolled back to a savepoint asked for must not be sent."""
+    """Put the session's follow-ups back as `snapshot_follow_ups` found them: what a part
+    of the transaction rolled back to a savepoint asked for must not be sent."""
     session.info["after_commit"], session.info["gathered"] = kept
 
 
-def kept_follow_ups(session: Session) -> Any:
+def snapshot_follow_ups(session: Session) -> Any:
+    """The session's follow-ups as they stand, for `restore_follow_ups`."""
     return (
         dict(session.info.get("after_commit", {})),
         {task: dict(keys) for task, keys in session.info.get("gathered", {}).items()},
@@ -162,7 +163,8 @@ class Database:
             yield session
         requests = follow_ups(session)
         unsent_hooks = session.info.pop("if_unsent", {})
-        session.info.pop("after_commit", None), session.info.pop("gathered", None)
+        session.info.pop("after_commit", None)
+        session.info.pop("gathered", None)
         if self.sender is None:
             return
         for task, args in requests:

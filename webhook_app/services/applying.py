@@ -28,7 +28,7 @@ from webhook_app.depositphotos.payloads import (
     unwrap_envelope,
 )
 from webhook_app.infra import metrics
-from webhook_app.infra.db import Database, after_commit, kept_follow_ups, restore_follow_ups
+from webhook_app.infra.db import Database, after_commit, restore_follow_ups, snapshot_follow_ups
 from webhook_app.infra.queue import REFRESH_JOB
 from webhook_app.models import Delivery, Job, JobItem, utcnow
 from webhook_app.services.progress import NEEDS_CONFIRMATION, Applied, Outcome, apply_report
@@ -147,7 +147,7 @@ def _apply_alone(
     session: Session, job: Job, rows: Sequence[Row[Any]], *, now: datetime, recheck_after: timedelta
 ) -> list[Applied]:
     """Apply one job's deliveries inside a savepoint: if that fails, only they are set apart."""
-    kept = kept_follow_ups(session)
+    kept = snapshot_follow_ups(session)
     try:
         with session.begin_nested():
             return _apply_job(session, job, rows, now=now, recheck_after=recheck_after)
