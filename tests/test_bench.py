@@ -78,7 +78,13 @@ def test_smoke_run_writes_every_section(
     assert re.search(r"\| gunicorn \(service\) \| load 2 \| [\d.]+, [\d.]+ \|", memory), memory
     assert re.search(r"\| Celery worker \| end-to-end 2 \| [\d.]+, [\d.]+, [\d.]+ \|", memory)
     watching = found["## 6. A tool watching jobs"]
-    for way in ("get-one per job", "conditional get-one", "changes feed, asked", "bare lookup"):
+    for way in (
+        "get-one per job, first round",
+        "get-one per job |",
+        "conditional get-one",
+        "changes feed, asked",
+        "bare lookup",
+    ):
         assert f"| {way}" in watching, way
     assert "changes not seen" not in text and "watching," not in text  # no errors, none missed
 
