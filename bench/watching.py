@@ -194,12 +194,14 @@ class Watching:
     def first_rounds(self, requests_file: Path, requests: int) -> Measured:
         """The first load of get-one over jobs no web process has served yet (measured), then
         more until `requests` were answered in all (not measured)."""
-        first = self.kit.load(self.kit.stack.url, requests_file, auth=self.kit.authorization)
+
+        def load() -> Measured:
+            return self.kit.load(self.kit.stack.url, requests_file, auth=self.kit.authorization)
+
+        first = load()
         answered = first.load.requests
         while answered < requests:
-            answered += self.kit.load(
-                self.kit.stack.url, requests_file, auth=self.kit.authorization
-            ).load.requests
+            answered += load().load.requests
         return first
 
     def file(self, name: str, lines: Sequence[Sequence[str | None]]) -> Path:
