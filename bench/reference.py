@@ -38,7 +38,9 @@ class NaiveDelivery(Base):
 
 
 def create_app() -> Flask:
-    engine = make_engine(Settings.from_env().database_url)
+    settings = Settings.from_env()
+    # Pooled as the service's web processes are: a connection per thread.
+    engine = make_engine(settings.database_url, pool_size=settings.web_threads)
     sessions = sessionmaker(engine)
     app = Flask(__name__)
 

@@ -54,6 +54,8 @@ def test_a_job_answer_is_tagged_by_its_version_and_304_reads_no_item(
     unchanged = client.get(path, headers={**auth, "If-None-Match": tag})
     assert unchanged.status_code == 304 and unchanged.data == b""
     assert unchanged.headers["ETag"] == tag and unchanged.headers["Retry-After"] == "5"
+    # Its headers update the stored JSON answer: the policy is a JSON answer's, not a page's.
+    assert unchanged.headers["Content-Security-Policy"] == first.headers["Content-Security-Policy"]
     reads = [sql for sql in sent if sql.lstrip().upper().startswith("SELECT")]
     assert len(reads) == 1 and "job_items" not in reads[0]
     weak = client.get(path, headers={**auth, "If-None-Match": f'"x", W/{tag}'})

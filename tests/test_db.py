@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -11,6 +12,7 @@ from sqlalchemy import create_engine, event, text
 from webhook_app.depositphotos.client import CachedSession
 from webhook_app.infra.db import Database, make_engine
 from webhook_app.services.upstream_sessions import DatabaseSessionStore, session_key
+from webhook_app.settings import Settings
 from webhook_app.tools.stack import wait_until
 
 
@@ -106,3 +108,29 @@ def test_storing_the_session_never_fails_the_call_it_was_made_for(
     assert store.load() == CachedSession("fresh-session", 1000.0)  # this process still has it
     assert "could not store the upstream session (OperationalError)" in caplog.text
     assert "fresh-session" not in caplog.text
+
+
+def test_a_web_process_keeps_a_connection_for_each_of_its_threads(
+    app: Any, settings: Settings
+) -> None:
+    # Every thread holding a connection at once, round after round, as a busy web process
+    # does: a pool smaller than the threads would open (and close) the extra ones each round.
+    db = app.extensions["webhook_app"].db
+    opened: list[object] = []
+    for engine in db.engines:
+        event.listen(engine, "connect", lambda *_: opened.append(None))
+    threads = settings.web_threads
+    together = threading.Barrier(threads)
+
+    def hold() -> None:
+        with db.connection() as connection:
+            connection.execute(text("SELECT 1"))
+            together.wait(10)
+
+    for _ in range(3):
+        workers = [threading.Thread(target=hold) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert len(opened) <= threads

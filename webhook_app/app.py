@@ -21,7 +21,12 @@ def create_app(settings: Settings | None = None, *, enqueuer: Enqueuer | None = 
         # The client address is the one the trusted proxies saw, read from X-Forwarded-For.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trust_proxy_hops)  # type: ignore[method-assign]
     enqueuer = enqueuer or Enqueuer(make_celery(settings))
-    extensions.init_app(app, extensions.build_services(settings, enqueuer=enqueuer))
+    # One pooled connection per thread that may hold one: a pool smaller than that opens and
+    # closes a connection for every request past its size when the threads are all busy.
+    threads = settings.web_threads
+    extensions.init_app(
+        app, extensions.build_services(settings, enqueuer=enqueuer, pool_size=threads)
+    )
 
     from webhook_app.web import (
         api,

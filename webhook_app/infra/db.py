@@ -23,9 +23,11 @@ def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> En
     nothing is switched on checkout or reset on return."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        pooled: dict[str, Any] = {}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+            pooled = {"pool_size": pool_size, "max_overflow": pool_size}
+        engine = create_engine(url, connect_args={"timeout": 30}, **pooled)
         _serialize_sqlite_writers(engine)
         return engine
     # Fail fast when the database is away: the receiver must answer 503 quickly, not hang.

@@ -146,7 +146,8 @@ def _limit() -> int:
 
 def _not_modified(tag: str) -> Response:
     headers = {"ETag": f'"{tag}"', "Retry-After": POLL_AGAIN, "Cache-Control": REVALIDATE}
-    return Response(status=304, headers=headers)
+    # A 304 stands for a JSON answer: its headers (the policy among them) are that answer's.
+    return Response(status=304, headers=headers, mimetype="application/json")
 
 
 def _tagged(body: Any, tag: str) -> Response:
