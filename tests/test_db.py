@@ -6,8 +6,9 @@ import threading
 import time
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, literal, select, text
 
 from webhook_app.depositphotos.client import CachedSession
 from webhook_app.infra.db import Database, make_engine
@@ -134,3 +135,31 @@ def test_a_web_process_keeps_a_connection_for_each_of_its_threads(
         for worker in workers:
             worker.join()
     assert len(opened) <= threads
+
+
+@pytest.mark.postgres
+def test_a_statement_run_before_reads_no_column_description(
+    postgres_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    described: list[int] = []
+    build = psycopg.Column.__init__
+
+    def counted(column: psycopg.Column, cursor: Any, index: int) -> None:
+        described.append(index)
+        build(column, cursor, index)
+
+    monkeypatch.setattr(psycopg.Column, "__init__", counted)
+    engine = make_engine(postgres_server)
+    query = select(literal(1).label("one"), literal("a").label("two"))
+    try:
+        with engine.connect() as connection:
+            described.clear()  # what connecting asked the server
+            assert connection.execute(query).one()._asdict() == {"one": 1, "two": "a"}
+            assert described == [0, 1]  # the first run describes its columns
+            assert connection.execute(query).one()._asdict() == {"one": 1, "two": "a"}
+            assert described == [0, 1]
+            assert list(connection.execute(text("SELECT 2 AS x")).keys()) == ["x"]
+            assert not connection.execute(text("CREATE TEMP TABLE t (a int)")).returns_rows
+            assert connection.execute(text("SELECT FROM t")).all() == []
+    finally:
+        engine.dispose()

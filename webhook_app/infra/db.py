@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import select
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +31,7 @@ def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> En
         _serialize_sqlite_writers(engine)
         return engine
     # Fail fast when the database is away: the receiver must answer 503 quickly, not hang.
-    connect_args: dict[str, Any] = {"connect_timeout": 1}
+    connect_args: dict[str, Any] = {"connect_timeout": 1, "cursor_factory": DescribedWhenRead}
     engine = create_engine(
         url,
         pool_size=pool_size,
@@ -42,6 +42,46 @@ def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> En
     )
     _discard_dead_connections(engine)
     return engine
+
+
+class DescribedWhenRead(psycopg.Cursor[Any]):
+    """A cursor whose columns are described only when the description is read.
+
+    SQLAlchemy asks for the description after every statement, but for one it has run before
+    it only checks that there is one; psycopg builds an object per column each time it is
+    asked (a tenth of a millisecond for a job read with its items and archives)."""
+
+    @property
+    def description(self) -> Sequence[psycopg.Column] | None:  # type: ignore[override]
+        result = self.pgresult
+        if result is None or not (result.nfields or result.status in _RETURNS_ROWS):
+            return None
+        return _Columns(self, result.nfields)
+
+
+_RETURNS_ROWS = frozenset(
+    {
+        psycopg.pq.ExecStatus.TUPLES_OK,
+        psycopg.pq.ExecStatus.SINGLE_TUPLE,
+        psycopg.pq.ExecStatus.TUPLES_CHUNK,
+    }
+)
+
+
+class _Columns(Sequence[psycopg.Column]):
+    """The description of the cursor's current result, built at its first read."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], count: int) -> None:
+        self._cursor, self._count = cursor, count
+        self._columns: list[psycopg.Column] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._columns is None:
+            self._columns = psycopg.Cursor.description.fget(self._cursor) or []  # type: ignore[attr-defined]
+        return self._columns[index]
 
 
 def _discard_dead_connections(engine: Engine) -> None:
