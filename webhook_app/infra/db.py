@@ -26,7 +26,7 @@ def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> En
         pooled: dict[str, Any] = {}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            pooled = {"pool_size": pool_size, "max_overflow": pool_size}
+            pooled = {"pool_size": pool_size}
         engine = create_engine(url, connect_args={"timeout": 30}, **pooled)
         _serialize_sqlite_writers(engine)
         return engine
@@ -56,7 +56,7 @@ class DescribedWhenRead(psycopg.Cursor[Any]):
         result = self.pgresult
         if result is None or not (result.nfields or result.status in _RETURNS_ROWS):
             return None
-        return _Columns(self, result.nfields)
+        return _Columns(self, result)
 
 
 _RETURNS_ROWS = frozenset(
@@ -71,16 +71,20 @@ _RETURNS_ROWS = frozenset(
 class _Columns(Sequence[psycopg.Column]):
     """The description of the cursor's current result, built at its first read."""
 
-    def __init__(self, cursor: psycopg.Cursor[Any], count: int) -> None:
-        self._cursor, self._count = cursor, count
+    def __init__(self, cursor: psycopg.Cursor[Any], result: Any) -> None:
+        self._cursor, self._result = cursor, result
         self._columns: list[psycopg.Column] | None = None
 
     def __len__(self) -> int:
-        return self._count
+        return int(self._result.nfields)
 
     def __getitem__(self, index: Any) -> Any:
         if self._columns is None:
-            self._columns = psycopg.Cursor.description.fget(self._cursor) or []  # type: ignore[attr-defined]
+            # psycopg describes the cursor's current result: this one, unless it has moved on.
+            if self._cursor.pgresult is not self._result:
+                raise RuntimeError("the description of a result its cursor has left")
+            described = psycopg.Cursor.description.fget(self._cursor)  # type: ignore[attr-defined]
+            self._columns = described or []
         return self._columns[index]
 
 
