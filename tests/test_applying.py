@@ -4,6 +4,7 @@ does; the tests apply them by calling the applier."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -12,10 +13,13 @@ from sqlalchemy import event, select, text, update
 
 from tests.common.doubles import TEST_SECRET, RecordingEnqueuer
 from tests.common.factories import envelope, generation
+from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.infra.queue import ARCHIVE_ITEMS, REFRESH_JOB
 from webhook_app.models import Delivery, Event, Job, utcnow
 from webhook_app.services.applying import anything_pending, apply_pending
+from webhook_app.services.jobs import lock_job
+from webhook_app.services.progress import apply_report
 from webhook_app.settings import Settings
 
 JOBS = "/api/v1/jobs"
@@ -203,3 +207,85 @@ def test_appliers_skip_deliveries_another_applier_holds(
         assert job_row(db, held).status == "queued"
     assert apply(db, settings) == {"applied": 1}
     assert job_row(db, held).status == "processing"
+
+
+def _stage(stage: str, **changes: Any) -> Any:
+    return lambda reference, items: generation(stage, reference, items, **changes)
+
+
+def _without_ids(reference: str, items: list[str]) -> dict[str, Any]:
+    data = generation("final", reference, items)
+    for item in data["items"][1:]:
+        item["dpItemId"] = None
+    return data
+
+
+def _fewer_items(reference: str, items: list[str]) -> dict[str, Any]:
+    return generation("preview", reference, items[:2])
+
+
+# Sequences of reports about one generation, each a function of its uuid and item uuids.
+SEQUENCES = {
+    "in order": [_stage("new"), _stage("preview"), _stage("final")],
+    "final first": [_stage("final"), _stage("preview"), _stage("new")],
+    "repeated": [_stage("preview"), _stage("preview"), _stage("final"), _stage("final")],
+    "items revealed in turn": [_fewer_items, _stage("preview"), _stage("final")],
+    "completed without every id": [_stage("preview"), _without_ids, _stage("final")],
+    "unknown status": [_stage("preview", status="rendering-hd"), _stage("final")],
+    "failed": [_stage("preview"), _stage("preview", status="failed"), _stage("final")],
+}
+
+
+def _seen(db: Any, job_id: str) -> dict[str, Any]:
+    """What a reader is shown of a job, its items, archives and story, with its own uuids
+    replaced by their order, so that two jobs told the same things compare equal."""
+    with db.read() as session:
+        job = session.scalar(select(Job).where(Job.public_id == job_id))
+        assert job is not None
+        events = session.scalars(select(Event).where(Event.job_id == job.id).order_by(Event.id))
+        story = [(e.from_status, e.to_status, e.source, e.detail) for e in events]
+        items = [
+            (i.position, i.dp_item_id, bool(i.preview_url), i.archive and i.archive.state)
+            for i in job.items
+        ]
+    return {
+        "job": (job.status, job.upstream_status, job.purchase_status, job.submission),
+        "set": (job.finished_at is None, job.next_check_at is None, job.submitted_at is None),
+        "version": job.version,
+        "items": items,
+        "story": story,
+    }
+
+
+@pytest.mark.parametrize("sequence", SEQUENCES)
+@pytest.mark.parametrize("batched", [True, False], ids=["one batch", "a batch each"])
+def test_the_applier_merges_as_a_poll_does(
+    raw: Any, db: Any, auth: dict[str, str], settings: Settings, sequence: str, batched: bool
+) -> None:
+    """The applier writes plain rows, a poll writes through the ORM: one set of rules."""
+    polled, called_back = new_job(raw, auth), new_job(raw, auth)
+    for job_id, source in ((polled, "poll"), (called_back, "callback")):
+        reference, items = str(uuid.uuid4()), [str(uuid.uuid4()) for _ in range(4)]
+        for report in SEQUENCES[sequence]:
+            data = report(reference, items)
+            if source == "callback":
+                assert post(raw, job_id, data).status_code == 200
+                if not batched:
+                    apply(db, settings)
+                continue
+            with db.transaction() as session:
+                job = lock_job(session, public_id=job_id)
+                apply_report(
+                    session,
+                    job,
+                    read_generation(data),
+                    source="callback",
+                    now=utcnow(),
+                    recheck_after=settings.recheck_after,
+                )
+    apply(db, settings)
+    assert not anything_pending(db)
+    seen, expected = _seen(db, called_back), _seen(db, polled)
+    if batched:  # a version counts transactions: one batch is one, each poll was one
+        assert seen.pop("version") <= expected.pop("version")
+    assert seen == expected

@@ -4,7 +4,8 @@ Every visible change to a job, its items or their archives bumps the job's `vers
 ETag) and gives it a new `change_seq` (its place in the changes feed: the writing
 transaction's, shared by every job it changes). A session hook does it for whatever the ORM
 flushes, inside the same UPDATE where the job itself is written; a writer that changes items
-or archives with plain statements calls `touch`.
+or archives with plain statements calls `touch`, or bumps the version in its own UPDATE of the
+job with the transaction's `position` (the applier's batches).
 
 A change is never skipped by a feed reader, even when transactions commit out of order:
 
@@ -139,7 +140,7 @@ def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -
     for obj in session.new:
         if isinstance(obj, Job):
             obj.version = 1
-            obj.change_seq = _position(session)
+            obj.change_seq = position(session)
             done.add(obj)
         elif isinstance(obj, JobItem | ItemArchive):
             job_id, item_id = _owner(obj)
@@ -167,7 +168,7 @@ def _record_changes(session: Session, _flush: UOWTransaction, _instances: Any) -
         # The job's own UPDATE carries both: no statement of its own. Writers of a job hold
         # its row lock, so the version read here is the one they are replacing.
         job.version = job.version + 1
-        job.change_seq = _position(session)
+        job.change_seq = position(session)
     if elsewhere or item_ids:
         done.update(elsewhere)
         touch(session, job_ids=elsewhere, item_ids=item_ids)
@@ -178,10 +179,10 @@ _POSITION = "webhook_app.change_position"
 _NEXT = select(next_change_seq())
 
 
-def _position(session: Session) -> int:
+def position(session: Session) -> int:
     """The transaction's place in the change order, read once: every job it changes shares
-    it (readers order ties by id). A plain value, so the ORM writes the jobs of a batch in
-    one executemany rather than a statement each."""
+    it (readers order ties by id). A plain value, so the jobs of a batch are written in one
+    executemany rather than a statement each."""
     if _POSITION not in session.info:
         session.info[_POSITION] = session.connection().execute(_NEXT).scalar_one()
     return int(session.info[_POSITION])

@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, select, text, update
+from sqlalchemy import Row, Table, bindparam, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
+from webhook_app.changes import position
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.depositphotos.payloads import (
     PayloadError,
@@ -27,15 +30,29 @@ from webhook_app.depositphotos.payloads import (
     decode_body,
     unwrap_envelope,
 )
+from webhook_app.depositphotos.reports import Report
 from webhook_app.infra import metrics
 from webhook_app.infra.db import Database, after_commit, restore_follow_ups, snapshot_follow_ups
 from webhook_app.infra.queue import REFRESH_JOB
-from webhook_app.models import Delivery, Job, JobItem, utcnow
-from webhook_app.services.progress import NEEDS_CONFIRMATION, Applied, Outcome, apply_report
+from webhook_app.models import Delivery, Event, ItemArchive, Job, JobItem, utcnow
+from webhook_app.services.archive import ask_for_archives, new_archive
+from webhook_app.services.notifications import notify_all_finished
+from webhook_app.services.progress import (
+    NEEDS_CONFIRMATION,
+    Applied,
+    Outcome,
+    announce,
+    merge_report,
+)
+from webhook_app.states import TERMINAL, JobStatus
 
 log = logging.getLogger(__name__)
 
 _DELIVERIES = cast(Table, Delivery.__table__)
+_JOBS = cast(Table, Job.__table__)
+_ITEMS = cast(Table, JobItem.__table__)
+_ARCHIVES = cast(Table, ItemArchive.__table__)
+_EVENTS = cast(Table, Event.__table__)
 # The literal condition of the pending index, so that both databases use it.
 _PENDING = text("deliveries.outcome = 'pending'")
 _CLAIM = (
@@ -47,22 +64,202 @@ _CLAIM = (
 )
 _CLAIM_OLD = _CLAIM.where(_DELIVERIES.c.first_received_at < bindparam("before"))
 _ANY_PENDING = select(_DELIVERIES.c.id).where(_PENDING).limit(1)
+# The columns of a job a merge reads and writes (services.progress.merge_report).
+_MERGED = (
+    "status",
+    "generation_uuid",
+    "upstream_status",
+    "purchase_status",
+    "submission",
+    "submitted_at",
+    "finished_at",
+    "next_check_at",
+    "updated_at",
+)
 # Every job of a batch locked in one statement, in id order (so appliers never deadlock);
 # the items are read by a second statement, once the locks are held. FOR NO KEY UPDATE: the
 # receiver's insert of a delivery takes a key-share lock on its job, which this must not wait
 # for (nor make the receiver wait for, or the two would deadlock over a repeated delivery).
+# Plain rows, not ORM objects, and plain statements to write them back: a batch is a few
+# executemany statements.
 _LOCK_JOBS = (
-    select(Job)
-    .where(Job.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Job.id)
-    .with_for_update(of=Job, key_share=True)
-    .options(selectinload(Job.items).selectinload(JobItem.archive))
+    select(_JOBS.c.id, *(_JOBS.c[name] for name in _MERGED))
+    .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_JOBS.c.id)
+    .with_for_update(key_share=True)
 )
+_READ_ITEMS = (
+    select(
+        _ITEMS.c.job_id,
+        _ITEMS.c.id,
+        _ITEMS.c.uuid,
+        _ITEMS.c.position,
+        _ITEMS.c.dp_item_id,
+        _ITEMS.c.preview_url,
+        _ARCHIVES.c.id.is_not(None).label("archived"),
+    )
+    .select_from(_ITEMS.outerjoin(_ARCHIVES, _ARCHIVES.c.item_id == _ITEMS.c.id))
+    .where(_ITEMS.c.job_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_ITEMS.c.job_id, _ITEMS.c.position)
+)
+_WRITTEN = tuple(f"{name}_" for name in _MERGED)  # their parameters' names
+_WRITE_JOB = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"))
+    .values({name: bindparam(key) for name, key in zip(_MERGED, _WRITTEN, strict=True)})
+)
+# What the merge changed is shown (not only the next check): a new version and feed position.
+_WRITE_SHOWN_JOB = _WRITE_JOB.values(version=_JOBS.c.version + 1, change_seq=bindparam("seq"))
+_WRITE_ITEM = (
+    update(_ITEMS)
+    .where(_ITEMS.c.id == bindparam("item_id"))
+    .values(dp_item_id=bindparam("dp_item_id_"), preview_url=bindparam("preview_url_"))
+)
+_ADD_ITEM = insert(_ITEMS).returning(_ITEMS.c.id)
 _MARK = (
     update(_DELIVERIES)
     .where(_DELIVERIES.c.id == bindparam("delivery_id"))
     .values(outcome=bindparam("outcome"), detail=bindparam("detail"), applied_at=bindparam("at"))
 )
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    """An item's row as a merge reads and writes it."""
+
+    job_id: int
+    uuid: str
+    position: int
+    dp_item_id: int | None = None
+    preview_url: str | None = None
+    id: int | None = None  # None until a report reveals it and it is inserted
+    archived: bool = False  # its archive exists, or is requested by this batch
+
+
+@dataclass(slots=True, eq=False)
+class _Job:
+    """A locked job's row (the columns in _MERGED) as a merge reads and writes it."""
+
+    id: int
+    status: str
+    generation_uuid: str | None
+    upstream_status: str | None
+    purchase_status: str | None
+    submission: str | None
+    submitted_at: datetime | None
+    finished_at: datetime | None
+    next_check_at: datetime | None
+    updated_at: datetime
+    items: list[_Item] = field(default_factory=list)
+
+    def merged(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _MERGED)
+
+
+class _Writes:
+    """What the merges of some jobs changed, written back in a few statements."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.jobs: list[tuple[_Job, bool]] = []  # each changed job, and whether it is shown
+        self.items: list[_Item] = []  # changed items (new ones among them)
+        self.archives: list[_Item] = []
+        self.events: list[dict[str, Any]] = []
+        self.finished: list[tuple[int, str]] = []
+
+    def merge(
+        self,
+        session: Session,
+        job: _Job,
+        reports: Sequence[Report | Applied],
+        *,
+        recheck_after: timedelta,
+    ) -> list[Applied]:
+        """Merge each report (or keep the outcome of a delivery that held none) into the job."""
+        fields = job.merged()
+        items = {item.uuid: (item.dp_item_id, item.preview_url) for item in job.items}
+        applied = [
+            report
+            if isinstance(report, Applied)
+            else self._merge(session, job, report, recheck_after=recheck_after)
+            for report in reports
+        ]
+        changed = [
+            item
+            for item in job.items
+            if items.get(item.uuid) != (item.dp_item_id, item.preview_url)
+        ]
+        self.items += changed
+        shown = bool(changed) or any(
+            was != now
+            for name, was, now in zip(_MERGED, fields, job.merged(), strict=True)
+            if name != "next_check_at"
+        )
+        if shown or job.merged() != fields:
+            self.jobs.append((job, shown))
+        return applied
+
+    def _merge(
+        self, session: Session, job: _Job, report: Report, *, recheck_after: timedelta
+    ) -> Applied:
+        merged = merge_report(
+            job, report, now=self.now, recheck_after=recheck_after, new_item=partial(_Item, job.id)
+        )
+        for item in merged.previewed:
+            if not item.archived:
+                item.archived = True
+                self.archives.append(item)
+        if merged.moved_from is not None:
+            self.events.append(
+                {
+                    "job_id": job.id,
+                    "at": self.now,
+                    "source": "callback",
+                    "from_status": merged.moved_from,
+                    "to_status": job.status,
+                    "detail": merged.detail,
+                }
+            )
+            target = JobStatus(job.status)
+            if target in TERMINAL:
+                self.finished.append((job.id, job.status))
+            announce(session, job.id, target)
+        return merged.applied
+
+    def write(self, session: Session) -> None:
+        connection = session.connection()
+        revealed = [item for item in self.items if item.id is None]
+        for item in revealed:  # rare, and each one's id is needed for its archive
+            values = {"job_id": item.job_id, "uuid": item.uuid, "position": item.position}
+            values |= {"dp_item_id": item.dp_item_id, "preview_url": item.preview_url}
+            item.id = connection.execute(_ADD_ITEM, values).scalar_one()
+        updated = [
+            {"item_id": item.id, "dp_item_id_": item.dp_item_id, "preview_url_": item.preview_url}
+            for item in self.items
+            if item not in revealed
+        ]
+        if updated:
+            connection.execute(_WRITE_ITEM, updated)
+        if self.archives:
+            connection.execute(
+                insert(_ARCHIVES),
+                [{"item_id": item.id, **new_archive(self.now)} for item in self.archives],
+            )
+            ask_for_archives(session, [item.uuid for item in self.archives])
+        if self.events:
+            connection.execute(insert(_EVENTS), self.events)
+        for shown, statement in ((True, _WRITE_SHOWN_JOB), (False, _WRITE_JOB)):
+            rows = [
+                {"job_id": job.id, **dict(zip(_WRITTEN, job.merged(), strict=True))}
+                for job, is_shown in self.jobs
+                if is_shown is shown
+            ]
+            if rows and shown:
+                seq = position(session)
+                rows = [{**row, "seq": seq} for row in rows]
+            if rows:
+                connection.execute(statement, rows)
+        notify_all_finished(session, self.finished, now=self.now)
 
 
 def anything_pending(db: Database) -> bool:
@@ -114,19 +311,20 @@ def _apply_batch(
     by_job: dict[int, list[Any]] = {}
     for row in claimed:
         by_job.setdefault(row.job_id, []).append(row)
-    jobs = session.scalars(_LOCK_JOBS, {"ids": list(by_job)}).all()
+    jobs = _lock(session, list(by_job))
     now = utcnow()
-    marks: list[dict[str, Any]] = []
-    for job in jobs:
-        rows = by_job[job.id]
-        if isolated:
-            applied = _apply_alone(session, job, rows, now=now, recheck_after=recheck_after)
-        else:
-            applied = _apply_job(session, job, rows, now=now, recheck_after=recheck_after)
-        marks += [
-            {"delivery_id": row.id, "outcome": a.outcome.value, "detail": a.detail, "at": now}
-            for row, a in zip(rows, applied, strict=True)
-        ]
+    reports = {job.id: [_read(row) for row in by_job[job.id]] for job in jobs}
+    applied: dict[int, list[Applied]] = {}
+    if isolated:
+        for job in jobs:
+            applied |= _apply_alone(session, [job], reports, now=now, recheck_after=recheck_after)
+    else:
+        applied = _apply_jobs(session, jobs, reports, now=now, recheck_after=recheck_after)
+    marks = [
+        {"delivery_id": row.id, "outcome": a.outcome.value, "detail": a.detail, "at": now}
+        for job in jobs
+        for row, a in zip(by_job[job.id], applied[job.id], strict=True)
+    ]
     session.connection().execute(_MARK, marks)
     outcomes = Counter(mark["outcome"] for mark in marks)
     for outcome, count in outcomes.items():
@@ -134,41 +332,73 @@ def _apply_batch(
     return outcomes
 
 
-def _apply_job(
-    session: Session, job: Job, rows: Sequence[Row[Any]], *, now: datetime, recheck_after: timedelta
-) -> list[Applied]:
-    applied = [_apply(session, job, row, now=now, recheck_after=recheck_after) for row in rows]
-    if any(a.outcome in NEEDS_CONFIRMATION for a in applied):
-        after_commit(session, REFRESH_JOB, job.id)
+def _lock(session: Session, job_ids: list[int]) -> list[_Job]:
+    connection = session.connection()
+    jobs = {
+        row.id: _Job(**row._mapping) for row in connection.execute(_LOCK_JOBS, {"ids": job_ids})
+    }
+    for row in connection.execute(_READ_ITEMS, {"ids": list(jobs)}):
+        item = _Item(
+            row.job_id,
+            row.uuid,
+            row.position,
+            row.dp_item_id,
+            row.preview_url,
+            row.id,
+            row.archived,
+        )
+        jobs[row.job_id].items.append(item)
+    return list(jobs.values())
+
+
+def _apply_jobs(
+    session: Session,
+    jobs: Sequence[_Job],
+    reports: dict[int, list[Report | Applied]],
+    *,
+    now: datetime,
+    recheck_after: timedelta,
+) -> dict[int, list[Applied]]:
+    writes = _Writes(now)
+    applied = {}
+    for job in jobs:
+        applied[job.id] = writes.merge(session, job, reports[job.id], recheck_after=recheck_after)
+        if any(a.outcome in NEEDS_CONFIRMATION for a in applied[job.id]):
+            after_commit(session, REFRESH_JOB, job.id)
+    writes.write(session)
     return applied
 
 
 def _apply_alone(
-    session: Session, job: Job, rows: Sequence[Row[Any]], *, now: datetime, recheck_after: timedelta
-) -> list[Applied]:
+    session: Session,
+    jobs: Sequence[_Job],
+    reports: dict[int, list[Report | Applied]],
+    *,
+    now: datetime,
+    recheck_after: timedelta,
+) -> dict[int, list[Applied]]:
     """Apply one job's deliveries inside a savepoint: if that fails, only they are set apart."""
+    (job,) = jobs
     kept = snapshot_follow_ups(session)
     try:
         with session.begin_nested():
-            return _apply_job(session, job, rows, now=now, recheck_after=recheck_after)
+            return _apply_jobs(session, jobs, reports, now=now, recheck_after=recheck_after)
     except Exception as exc:
         if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
             raise
-        log.exception("deliveries for job %s could not be applied", job.public_id)
+        log.exception("deliveries for job %s could not be applied", job.id)
         restore_follow_ups(session, kept)
         after_commit(session, REFRESH_JOB, job.id)
-        return [Applied(Outcome.ERROR, detail=type(exc).__name__) for _ in rows]
+        return {
+            job.id: [Applied(Outcome.ERROR, detail=type(exc).__name__) for _ in reports[job.id]]
+        }
 
 
-def _apply(
-    session: Session, job: Job, row: Row[Any], *, now: datetime, recheck_after: timedelta
-) -> Applied:
+def _read(row: Row[Any]) -> Report | Applied:
+    """The report a delivery holds, or its outcome if it holds none."""
     try:
-        report = read_generation(unwrap_envelope(decode_body(row.body, row.content_type)))
+        return read_generation(unwrap_envelope(decode_body(row.body, row.content_type)))
     except ReportedFailure as exc:
         return Applied(Outcome.UPSTREAM_FAILURE, detail=str(exc))
     except PayloadError as exc:
         return Applied(Outcome.UNPARSEABLE, detail=str(exc))
-    return apply_report(
-        session, job, report, source="callback", now=now, recheck_after=recheck_after
-    )

@@ -48,11 +48,20 @@ def request_archives(session: Session, items: Iterable[JobItem], *, now: datetim
     # Written by the ORM's flush: the archives of a whole batch of callbacks in one
     # multi-row INSERT (items the report just revealed are inserted first).
     for item in wanted:
-        item.archive = ItemArchive(
-            state=PENDING, attempts=0, created_at=now, next_attempt_at=now + LEASE
-        )
-    # A few messages for every item the transaction revealed; each keeps its own state.
-    after_commit(session, ARCHIVE_ITEMS, *[item.uuid for item in wanted], gathered=48)
+        item.archive = ItemArchive(**new_archive(now))
+    ask_for_archives(session, [item.uuid for item in wanted])
+
+
+def new_archive(now: datetime) -> dict[str, Any]:
+    """The columns of an archive just requested: pending, leased to the task asked for it."""
+    return {"state": PENDING, "attempts": 0, "created_at": now, "next_attempt_at": now + LEASE}
+
+
+def ask_for_archives(session: Session, item_uuids: Sequence[str]) -> None:
+    """Send, after the commit, a few messages for every item the transaction revealed; each
+    archive keeps its own state."""
+    if item_uuids:
+        after_commit(session, ARCHIVE_ITEMS, *item_uuids, gathered=48)
 
 
 @dataclass(frozen=True)

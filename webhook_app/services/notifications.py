@@ -25,7 +25,7 @@ from webhook_app.infra import metrics
 from webhook_app.infra.db import Database, after_commit
 from webhook_app.infra.queue import DELIVER_NOTIFICATION
 from webhook_app.infra.signing import signed_headers
-from webhook_app.models import Job, Notification, NotificationAttempt, Subscription
+from webhook_app.models import Job, JobItem, Notification, NotificationAttempt, Subscription
 from webhook_app.services.archive import image_path
 from webhook_app.services.subscriptions import wants
 
@@ -104,6 +104,23 @@ def notify_finished(session: Session, job: Job, status: str, *, now: datetime) -
         )
         session.add(notification)
         after_commit(session, DELIVER_NOTIFICATION, notification.public_id)
+
+
+def notify_all_finished(
+    session: Session, finished: Sequence[tuple[int, str]], *, now: datetime
+) -> None:
+    """`notify_finished` for jobs their writer changed with plain statements (the applier's
+    batches): they are read as Jobs only when there are subscriptions."""
+    if not finished or not _subscriptions(session):
+        return
+    query = (
+        select(Job)
+        .where(Job.id.in_([job_id for job_id, _ in finished]))
+        .options(selectinload(Job.items).selectinload(JobItem.archive))
+    )
+    jobs = {job.id: job for job in session.scalars(query)}
+    for job_id, status in finished:
+        notify_finished(session, jobs[job_id], status, now=now)
 
 
 def render_body(payload: str, base_url: str) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -75,20 +76,63 @@ def move(
     """Record a forward transition; refuse (and record nothing) any other."""
     if not can_move(job.status, target):
         return False
-    record_event(session, job, now, source, to_status=target.value, detail=detail)
+    was = job.status
+    advance(job, target, now)
+    _moved(session, job, was, source, now, detail)
+    return True
+
+
+def advance(job: Any, target: JobStatus, now: datetime) -> None:
+    """Set the fields a forward transition sets, on a Job or on a plain copy of its row."""
     job.status = target.value
     job.updated_at = now
     if target in FINAL or target is JobStatus.TIMED_OUT:
         job.finished_at = now
     if target in FINAL:
         job.next_check_at = None
+
+
+def announce(session: Session, job_id: int, target: JobStatus) -> None:
+    """Ask for what follows a job reaching `target`, once the transaction has committed."""
     if target in TERMINAL:
-        notify_finished(session, job, target.value, now=now)
-        after_commit(session, JOB_FINISHED, (job.id, target.value), gathered=50)
+        after_commit(session, JOB_FINISHED, (job_id, target.value), gathered=50)
     if target is JobStatus.COMPLETED:
         # Each job's items are looked up one call each: a few jobs per task keep it short.
-        after_commit(session, ENRICH_JOB, job.id, gathered=8)
-    return True
+        after_commit(session, ENRICH_JOB, job_id, gathered=8)
+
+
+def _moved(
+    session: Session,
+    job: Job,
+    was: str,
+    source: str,
+    now: datetime,
+    detail: dict[str, Any] | None,
+) -> None:
+    session.add(
+        Event(
+            job_id=job.id,
+            at=now,
+            source=source,
+            from_status=was,
+            to_status=job.status,
+            detail=detail,
+        )
+    )
+    target = JobStatus(job.status)
+    if target in TERMINAL:
+        notify_finished(session, job, target.value, now=now)
+    announce(session, job.id, target)
+
+
+@dataclass(frozen=True)
+class Merged:
+    """What merging a report did, besides the fields it set."""
+
+    applied: Applied
+    moved_from: str | None = None  # the status the job left, if it moved
+    previewed: Sequence[Any] = ()  # items whose preview URL it has just learned
+    detail: dict[str, Any] | None = None  # the transition's, if it moved
 
 
 def apply_report(
@@ -102,18 +146,44 @@ def apply_report(
     detail: dict[str, Any] | None = None,
 ) -> Applied:
     """Merge a report into a locked job: fill in, never erase, never move backward."""
+
+    def new_item(uuid: str, position: int) -> JobItem:
+        return JobItem(job_id=job.id, position=position, uuid=uuid)
+
+    merged = merge_report(job, report, now=now, recheck_after=recheck_after, new_item=new_item)
+    # The upstream keeps previews only for a while: archive each as soon as its URL is known.
+    request_archives(session, merged.previewed, now=now)
+    if merged.moved_from is not None:
+        _moved(
+            session,
+            job,
+            merged.moved_from,
+            source,
+            now,
+            {**(merged.detail or {}), **(detail or {})},
+        )
+    return merged.applied
+
+
+def merge_report(
+    job: Any,
+    report: Report,
+    *,
+    now: datetime,
+    recheck_after: timedelta,
+    new_item: Callable[[str, int], Any],
+) -> Merged:
+    """The rules of a merge, on a Job or on a plain copy of its row and its items' (the
+    applier's batches): fill in, never erase, never move backward. `new_item` makes an
+    item the report reveals."""
     if job.generation_uuid is None:
         # The callback URL names the job, so a submission whose answer was lost is adopted here.
         job.generation_uuid = report.reference
     elif job.generation_uuid != report.reference:
-        return Applied(Outcome.MISMATCH, detail="generation uuid differs from the job's")
+        return Merged(Applied(Outcome.MISMATCH, detail="generation uuid differs from the job's"))
 
     previewed = {item.uuid for item in job.items if item.preview_url}
-    learned = _merge_items(job, report)
-    # The upstream keeps previews only for a while: archive each as soon as its URL is known.
-    request_archives(
-        session, [i for i in job.items if i.preview_url and i.uuid not in previewed], now=now
-    )
+    learned = _merge_items(job, report, new_item)
     target = report.status
     if target is JobStatus.COMPLETED and not (job.items and all(i.dp_item_id for i in job.items)):
         # "completed" without every item id is not the documented end state: hold, then confirm.
@@ -129,14 +199,10 @@ def apply_report(
             job.purchase_status, learned = report.purchase_status, True
 
     was = job.status
-    moved = target is not None and move(
-        session,
-        job,
-        target,
-        source,
-        now,
-        {"upstream_status": report.upstream_status, **(detail or {})},
-    )
+    moved = False
+    if target is not None and can_move(job.status, target):
+        advance(job, target, now)
+        moved = True
     if moved and was == JobStatus.SUBMITTING:
         job.submission = None
         job.submitted_at = job.submitted_at or now
@@ -147,18 +213,26 @@ def apply_report(
         job.updated_at = now
 
     if unconfirmed:
-        return Applied(Outcome.UNCONFIRMED, detail=f"upstream status {report.upstream_status!r}")
-    completed = moved and job.status == JobStatus.COMPLETED
-    return Applied(Outcome.APPLIED if moved or learned else Outcome.NO_CHANGE, completed=completed)
+        applied = Applied(Outcome.UNCONFIRMED, detail=f"upstream status {report.upstream_status!r}")
+    else:
+        completed = moved and job.status == JobStatus.COMPLETED
+        outcome = Outcome.APPLIED if moved or learned else Outcome.NO_CHANGE
+        applied = Applied(outcome, completed=completed)
+    return Merged(
+        applied,
+        moved_from=was if moved else None,
+        previewed=[i for i in job.items if i.preview_url and i.uuid not in previewed],
+        detail={"upstream_status": report.upstream_status},
+    )
 
 
-def _merge_items(job: Job, report: Report) -> bool:
+def _merge_items(job: Any, report: Report, new_item: Callable[[str, int], Any]) -> bool:
     known = {item.uuid: item for item in job.items}
     learned = False
     for reported in report.items:
         item = known.get(reported.uuid)
         if item is None:
-            item = JobItem(job_id=job.id, position=len(job.items), uuid=reported.uuid)
+            item = new_item(reported.uuid, len(job.items))
             job.items.append(item)
             known[item.uuid] = item
             learned = True
