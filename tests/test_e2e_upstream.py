@@ -4,6 +4,7 @@ budgets that keep generations from being paid for beyond what was allowed."""
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -163,3 +164,32 @@ def test_budgets_refuse_the_request_over_the_limit_and_nothing_is_sent(
     assert usage.returncode == 0 and "4 used today  (limit 4)" in usage.stdout, usage.stdout
     listed = stack.cli("tokens", "list")
     assert "1/1" in listed.stdout and "team-a" in listed.stdout
+
+
+def test_a_follow_up_the_upstream_refuses_is_retried_alone(postgres_stack: Stack) -> None:
+    """A completed job's media data and finished-job hook travel in one message; the
+    upstream refuses the lookups above its rate, and only they are tried again."""
+    stack = postgres_stack
+    # No pace of our own: the upstream's refusals reach the tasks.
+    stack.env.update(FAST_RECOVERY, UPSTREAM_RATE_LIMIT="0", UPSTREAM_RATE_LIMITED_PAUSE="0.5")
+    stack.start_sandbox(**QUICK_SANDBOX, SANDBOX_RATE_LIMIT="2")
+    stack.migrate()
+    stack.start_web()
+    stack.start_worker()
+    stack.start_beat()
+
+    (job_id,) = create_jobs(stack, 1, prefix="refused-lookups")
+
+    def enriched() -> dict[str, Any] | None:
+        job = stack.client().get_job(job_id)
+        items = job["items"] if job["status"] == "completed" else []
+        return job if items and all(item["width"] for item in items) else None
+
+    job = wait_until(enriched, 60, "the completed job's media data")
+    log = (stack.workdir / "worker.log").read_text()
+    received = re.findall(r"Task (\S+)\[[^\]]+\] received", log)
+    assert "webhook_app.enrich_job failed in a follow-up (RateLimited)" in log
+    assert received.count("webhook_app.follow_up") == 1, received
+    assert "webhook_app.enrich_job" in received  # the lookups, on their own
+    assert "webhook_app.job_finished" not in received  # the hook ran once, in the follow-up
+    assert len(job["items"]) == 4

@@ -12,7 +12,7 @@ import pytest
 from tests.common.doubles import TEST_SECRET, RecordingEnqueuer
 from tests.common.factories import envelope, generation
 from webhook_app.infra.callback_tokens import callback_token
-from webhook_app.infra.queue import ENRICH_JOB, REFRESH_JOB
+from webhook_app.infra.queue import ENRICH_JOB, FOLLOW_UP, JOB_FINISHED, REFRESH_JOB
 
 
 @pytest.fixture
@@ -53,8 +53,13 @@ def test_preview_then_final_completes_the_job(
     assert state["status"] == "completed"
     assert [i["dp_item_id"] for i in state["items"]] == [900000, 900001, 900002, 900003]
     assert all(i["preview_url"] for i in state["items"])
-    job_key = enqueuer.sent[-1][1][0]
-    assert enqueuer.sent[-1] == (ENRICH_JOB, (job_key,))
+    # The finished job's hook and its media data, asked for in one message.
+    name, parts = enqueuer.sent[-1]
+    job_key = parts[0][1][0][0]
+    assert (name, parts) == (
+        FOLLOW_UP,
+        ((JOB_FINISHED, ((job_key, "completed"),)), (ENRICH_JOB, (job_key,))),
+    )
     assert [d["outcome"] for d in deliveries(client, auth, job["id"])] == ["applied", "applied"]
 
 

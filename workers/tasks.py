@@ -37,6 +37,7 @@ from webhook_app.infra.queue import (
     CREATE_JOB,
     DELIVER_NOTIFICATION,
     ENRICH_JOB,
+    FOLLOW_UP,
     JOB_FINISHED,
     PROBE_UPSTREAM,
     PRUNE,
@@ -491,6 +492,20 @@ def job_finished(self: Task, *finished: Any) -> None:
         if job.finished_at is not None:
             seconds = (job.finished_at - job.created_at).total_seconds()
             metrics.JOB_SECONDS.labels(status=statuses[job.id]).observe(seconds)
+
+
+@shared_task(name=FOLLOW_UP, bind=True)
+def follow_up(self: Task, *parts: Any) -> None:
+    """Several follow-up tasks in one message (see `after_commit`): each part is run here as
+    its task, in the order asked. A part that fails is sent as its own task, which retries
+    it on its own schedule; the others are not repeated."""
+    for name, args in parts:
+        try:
+            self.app.tasks[name](*args)
+        except Exception as exc:
+            log.warning("%s failed in a follow-up (%s): sent on its own", name, type(exc).__name__)
+            wait = exc.retry_after if isinstance(exc, Throttled) else backoff(0)
+            context().enqueuer.send_later(name, wait, *args)
 
 
 def resend_follow_ups() -> dict[str, int]:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from webhook_app import changes  # noqa: F401 (every session records job changes)
+from webhook_app.infra.queue import FOLLOW_UP
 
 
 def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> Engine:
@@ -146,10 +147,11 @@ def after_commit(
     Services call this instead of enqueueing, so a task never runs before the change that
     caused it is visible, and a rolled-back change sends nothing. The same request made
     twice in one transaction is sent once. A task `gathered` by N takes any number of keys
-    as its arguments: every such request of the transaction goes out in messages of at most N
-    keys (a batch of callbacks asks for its follow-ups in a few messages, not one each). When
-    the broker refuses the task, `if_unsent` records that in a transaction of its own,
-    where people look.
+    as its arguments: every such request of the transaction goes out in parts of at most N
+    keys, and the parts of different gathered tasks travel together, one of each per
+    FOLLOW_UP message (a batch of callbacks asks for its archives, media data and finished
+    jobs in one message, not one each). When the broker refuses the task, `if_unsent`
+    records that in a transaction of its own, where people look.
     """
     if gathered:
         keys = session.info.setdefault("gathered", {}).setdefault((task, gathered), {})
@@ -161,13 +163,36 @@ def after_commit(
 
 
 def follow_ups(session: Session) -> list[tuple[str, tuple[Any, ...]]]:
-    """What `after_commit` asked for in this session so far, in the order it was asked."""
+    """What `after_commit` asked for in this session so far, task by task, in the order it
+    was asked (gathered tasks in their parts)."""
     requests = list(session.info.get("after_commit", {}))
+    for task, parts in _parts(session).items():
+        requests += [(task, part) for part in parts]
+    return requests
+
+
+def _messages(session: Session) -> list[tuple[str, tuple[Any, ...]]]:
+    """The messages that carry the session's follow-ups."""
+    messages = list(session.info.get("after_commit", {}))
+    parts = _parts(session)
+    for n in range(max(map(len, parts.values()), default=0)):
+        together = {task: chunks[n] for task, chunks in parts.items() if n < len(chunks)}
+        if len(together) == 1:
+            messages += together.items()
+        else:
+            messages.append((FOLLOW_UP, tuple(together.items())))
+    return messages
+
+
+def _parts(session: Session) -> dict[str, list[tuple[Any, ...]]]:
+    parts: dict[str, list[tuple[Any, ...]]] = {}
     for (task, at_most), keys in session.info.get("gathered", {}).items():
         listed = list(keys)
-        for start in range(0, len(listed), at_most):
-            requests.append((task, tuple(listed[start : start + at_most])))
-    return requests
+        chunks = parts.setdefault(task, [])
+        chunks += [
+            tuple(listed[start : start + at_most]) for start in range(0, len(listed), at_most)
+        ]
+    return parts
 
 
 def restore_follow_ups(session: Session, kept: Any) -> None:
@@ -207,7 +232,7 @@ class Database:
         """One session, one transaction: committed on success, rolled back on error."""
         with self.sessions.begin() as session:
             yield session
-        requests = follow_ups(session)
+        requests = _messages(session)
         unsent_hooks = session.info.pop("if_unsent", {})
         session.info.pop("after_commit", None)
         session.info.pop("gathered", None)

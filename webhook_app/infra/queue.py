@@ -25,6 +25,8 @@ ENRICH_JOB = "webhook_app.enrich_job"
 RECONCILE = "webhook_app.reconcile"
 ARCHIVE_ITEMS = "webhook_app.archive_items"
 JOB_FINISHED = "webhook_app.job_finished"
+# Several follow-up tasks' arguments in one message (see infra.db.after_commit).
+FOLLOW_UP = "webhook_app.follow_up"
 DELIVER_NOTIFICATION = "webhook_app.deliver_notification"
 PRUNE = "webhook_app.prune"
 # How often beat prunes what RETENTION_DAYS lets go (when it is set).
