@@ -142,12 +142,10 @@ class Ingestion:
             freshness = Freshness(
                 web, reader, kit.authorization, probes, job_of=lambda p: p.split("/")[2]
             )
-            began = datetime.now(UTC)
-            freshness.start()
-            measured = kit.load(web, self.write(lines), counts=counts)
-            freshness.stop()
+            measured = kit.load(web, self.write(lines), counts=counts, during=freshness)
             caught_up = self.wait_applied()
-            applied.add(measured.load.requests / (caught_up - began).total_seconds())
+            assert measured.started is not None
+            applied.add(measured.load.requests / (caught_up - measured.started).total_seconds())
             applier_ms.add(measured.per_request((cpu_seconds(tree(applier)) - applier_cpu) * 1000))
             applier_after = kit.settled_counts(kit.counts("applier"))
             applier_trips.add(

@@ -6,7 +6,9 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import requests
 
@@ -80,11 +82,20 @@ SMOKE = Plan(
 )
 
 
+class Alongside(Protocol):
+    """Something run while a load runs (the freshness probes)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 @dataclass
 class Measured:
     load: Load
     cpu: CpuShare
     round_trips: int = 0  # of the processes whose statements were counted
+    started: datetime | None = None  # when the load began
 
     def per_request(self, value: float) -> float:
         return value / self.load.requests if self.load.requests else float("nan")
@@ -188,26 +199,35 @@ class Kit:
         connections: int | None = None,
         auth: str = "",
         counts: Path | None = None,
+        during: Alongside | None = None,
     ) -> Measured:
         """One wrk load, with the CPU each group used and, given a DB_STATEMENT_COUNTS
-        directory, the round trips its processes made."""
+        directory, the round trips its processes made. `during` runs alongside the load
+        only, not while the counts settle before and after it (it would keep them moving)."""
         # Only loads move a part's counts: the last settled reading is where this one starts.
         before = (self._settled.get(counts) or self.settled_counts(counts)) if counts else {}
         meter = CpuMeter(self.cpu_groups)
         meter.start()
-        load = run_wrk(
-            self.wrk,
-            url,
-            requests_file,
-            connections=connections or self.plan.connections,
-            seconds=self.plan.seconds,
-            authorization=auth,
-        )
+        started = datetime.now(UTC)
+        if during is not None:
+            during.start()
+        try:
+            load = run_wrk(
+                self.wrk,
+                url,
+                requests_file,
+                connections=connections or self.plan.connections,
+                seconds=self.plan.seconds,
+                authorization=auth,
+            )
+        finally:
+            if during is not None:
+                during.stop()
         cpu = meter.stop({"wrk": load.cpu_seconds})
         after = self.settled_counts(counts) if counts else {}
         if counts:
             self._settled[counts] = after
-        return Measured(load, cpu, round_trips(after) - round_trips(before))
+        return Measured(load, cpu, round_trips(after) - round_trips(before), started)
 
     def counts(self, name: str) -> Path:
         """The DB_STATEMENT_COUNTS directory of a part."""

@@ -98,7 +98,7 @@ def test_profiles_show_where_each_hot_path_spends_its_time(
     # Each path's tree reaches the service's own function for it.
     for title, function in (
         ("callback", "store_delivery"),
-        ("applying", "apply_report"),
+        ("applying", "_apply_batch"),
         ("get-one", "job_view"),
         ("list page", "views_of_rows"),
         ("submission task", "submit_job"),

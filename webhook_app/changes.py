@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Table, bindparam, event, select, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.orm.base import PASSIVE_NO_INITIALIZE
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -108,7 +109,8 @@ def _changed(obj: Any) -> bool:
         return False
     # Only attributes set since the load are in committed_state: look at their history alone.
     set_since = state.committed_state.keys() & _SHOWN[type(obj)]
-    return any(state.attrs[key].history.has_changes() for key in set_since)
+    # get_history, not state.attrs: that builds an object for every attribute of the model.
+    return any(state.get_history(key, PASSIVE_NO_INITIALIZE).has_changes() for key in set_since)
 
 
 # The columns whose change is a change of the job: what is not hidden.
