@@ -248,15 +248,13 @@ class _Writes:
             ask_for_archives(session, [item.uuid for item in self.archives])
         if self.events:
             connection.execute(insert(_EVENTS), self.events)
+        seq = position(session) if any(shown for _, shown in self.jobs) else None
         for shown, statement in ((True, _WRITE_SHOWN_JOB), (False, _WRITE_JOB)):
             rows = [
-                {"job_id": job.id, **dict(zip(_WRITTEN, job.merged(), strict=True))}
+                {"job_id": job.id, "seq": seq, **dict(zip(_WRITTEN, job.merged(), strict=True))}
                 for job, is_shown in self.jobs
                 if is_shown is shown
             ]
-            if rows and shown:
-                seq = position(session)
-                rows = [{**row, "seq": seq} for row in rows]
             if rows:
                 connection.execute(statement, rows)
         notify_all_finished(session, self.finished, now=self.now)
@@ -317,7 +315,7 @@ def _apply_batch(
     applied: dict[int, list[Applied]] = {}
     if isolated:
         for job in jobs:
-            applied |= _apply_alone(session, [job], reports, now=now, recheck_after=recheck_after)
+            applied |= _apply_alone(session, job, reports, now=now, recheck_after=recheck_after)
     else:
         applied = _apply_jobs(session, jobs, reports, now=now, recheck_after=recheck_after)
     marks = [
@@ -371,18 +369,17 @@ def _apply_jobs(
 
 def _apply_alone(
     session: Session,
-    jobs: Sequence[_Job],
+    job: _Job,
     reports: dict[int, list[Report | Applied]],
     *,
     now: datetime,
     recheck_after: timedelta,
 ) -> dict[int, list[Applied]]:
     """Apply one job's deliveries inside a savepoint: if that fails, only they are set apart."""
-    (job,) = jobs
     kept = snapshot_follow_ups(session)
     try:
         with session.begin_nested():
-            return _apply_jobs(session, jobs, reports, now=now, recheck_after=recheck_after)
+            return _apply_jobs(session, [job], reports, now=now, recheck_after=recheck_after)
     except Exception as exc:
         if isinstance(exc, DBAPIError) and not isinstance(exc, IntegrityError):
             raise
