@@ -62,10 +62,14 @@ MEDIUM = Plan(
     e2e_jobs=400,
     watch_seconds=30,
 )
+# The smoke run shares its database server with the test suite: few threads and
+# connections keep it well inside the server's connection limit.
 SMOKE = Plan(
     "smoke",
     reps=2,
     seconds=1,
+    connections=8,
+    web_threads=2,
     ingestion_jobs=60,
     web_scaling=(2,),
     query_scales=(200,),
