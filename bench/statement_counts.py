@@ -1,9 +1,11 @@
 """Counting database round trips per process, for the benchmark kit.
 
-With DB_STATEMENT_COUNTS naming a directory, every engine of a process the kit starts counts
-its statements and its transactions (`hooks/sitecustomize.py` installs the counting at start-up,
-so the service itself knows nothing of it), and each process writes the totals to
-`<directory>/<pid>.json` several times a second.
+With DB_STATEMENT_COUNTS naming a directory, a process the kit starts counts its statements
+and its transactions (`hooks/sitecustomize.py` installs the counting at start-up, so the
+service itself knows nothing of it), and each process writes the totals to
+`<directory>/<pid>.json` several times a second. Statements are counted by the driver's
+cursors, so that those run without SQLAlchemy's execution (the receiver's) count too;
+transactions by every engine.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
@@ -45,8 +48,12 @@ def install(directory: Path) -> None:
                 threading.Thread(target=_flush_forever, args=(directory,), daemon=True).start()
             _counts[name] = _counts.get(name, 0) + 1
 
-    def on_statement(*_: Any) -> None:
-        count("statements")
+    def counted(method: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            count("statements")
+            return method(*args, **kwargs)
+
+        return run
 
     def on_commit(connection: Any) -> None:
         if not _autocommit(connection):
@@ -56,8 +63,9 @@ def install(directory: Path) -> None:
         if not _autocommit(connection):
             count("rollbacks")
 
-    # On the class: every engine of the process, made before or after, is counted.
-    event.listen(Engine, "before_cursor_execute", on_statement)
+    # On the classes: every connection and engine of the process, made before or after.
+    psycopg.Cursor.execute = counted(psycopg.Cursor.execute)  # type: ignore[method-assign]
+    psycopg.Cursor.executemany = counted(psycopg.Cursor.executemany)  # type: ignore[method-assign]
     event.listen(Engine, "commit", on_commit)
     event.listen(Engine, "rollback", on_rollback)
 

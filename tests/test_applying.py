@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import event, select, text, update
+from sqlalchemy import select, text, update
 
 from tests.common.doubles import TEST_SECRET, RecordingEnqueuer
 from tests.common.factories import envelope, generation
+from tests.common.statements import recorded_statements
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.infra.queue import ARCHIVE_ITEMS, REFRESH_JOB
@@ -70,15 +71,8 @@ def test_the_receiver_keeps_a_delivery_in_one_statement_and_applies_nothing(
     job_id = new_job(raw, auth)
     version = job_row(db, job_id).version
     sent_before = list(enqueuer.sent)
-    statements: list[str] = []
-    listener = lambda _c, _k, sql, *_: statements.append(sql)  # noqa: E731
-    for engine in db.engines:
-        event.listen(engine, "before_cursor_execute", listener)
-    try:
+    with recorded_statements(db) as statements:
         response = post(raw, job_id, generation("preview"))
-    finally:
-        for engine in db.engines:
-            event.remove(engine, "before_cursor_execute", listener)
     assert response.status_code == 200
     assert response.get_json() == {"received": True, "duplicate": False}
     work = [sql for sql in statements if not sql.startswith(("BEGIN", "COMMIT"))]

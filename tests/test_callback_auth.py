@@ -10,10 +10,10 @@ from ipaddress import ip_network
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from tests.common.doubles import TEST_SECRET, ApplyingClient, RecordingEnqueuer
 from tests.common.factories import envelope, generation
+from tests.common.statements import recorded_statements
 from webhook_app.app import create_app
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.infra.refusals import refusal_counts
@@ -60,17 +60,8 @@ def signed(job_id: str, secret: str = TEST_SECRET) -> str:
 @pytest.fixture
 def statements(app: Any) -> Iterator[list[str]]:
     """Every SQL statement the app runs while the test holds this list."""
-    seen: list[str] = []
-    engines = app.extensions["webhook_app"].db.engines
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", record)
-    yield seen
-    for engine in engines:
-        event.remove(engine, "before_cursor_execute", record)
+    with recorded_statements(app.extensions["webhook_app"].db) as seen:
+        yield seen
 
 
 def test_every_kind_of_wrong_callback_gets_the_same_404_without_touching_the_database(

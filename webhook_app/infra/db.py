@@ -13,9 +13,11 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ClauseElement
 
 from webhook_app import changes  # noqa: F401 (every session records job changes)
 from webhook_app.infra.queue import FOLLOW_UP
+from webhook_app.infra.statements import OneStatement
 
 
 def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> Engine:
@@ -268,6 +270,11 @@ class Database:
             return
         with self._reading.connect() as connection:
             yield connection
+
+    def statement(self, statement: ClauseElement) -> OneStatement:
+        """`statement` compiled once, to run on its own and commit as it returns (on PostgreSQL
+        on the autocommit connections; SQLite commits a lone statement itself)."""
+        return OneStatement(self._reading or self.engine, statement)
 
     @property
     def engines(self) -> tuple[Engine, ...]:

@@ -11,9 +11,10 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from webhook_app.infra.db import Database
+from webhook_app.infra.statements import OneStatement
 from webhook_app.models import Delivery, Job
 from webhook_app.services.progress import Outcome
 
@@ -33,11 +34,17 @@ class Arrival:
     source_addr: str | None
 
 
+def delivery_statement(db: Database) -> OneStatement:
+    """The statement `store_delivery` runs on `db`: prepared once, by the receiver."""
+    return db.statement(_upsert(db.engine.dialect.name))
+
+
 def store_delivery(
-    connection: Connection, public_id: str, arrival: Arrival, *, now: datetime
+    statement: OneStatement, public_id: str, arrival: Arrival, *, now: datetime
 ) -> int | None:
     """Keep the delivery for the job with this public id, or count it again if the job
-    already has the same body: one statement, which also finds the job.
+    already has the same body: one statement (`delivery_statement`), which also finds the
+    job, and is committed when this returns.
 
     Returns how many times this body has now been received, or None if there is no such job.
     """
@@ -58,8 +65,8 @@ def store_delivery(
         "detail": None,
         "applied_at": None,
     }
-    count = connection.execute(_upsert(connection.dialect.name), values).scalar_one_or_none()
-    return None if count is None else int(count)
+    row = statement.first(values)
+    return None if row is None else int(row[0])
 
 
 @cache

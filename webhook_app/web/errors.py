@@ -8,6 +8,7 @@ translated here. Every answer has the documented shape
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,6 +60,10 @@ class ErrorAnswer(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, **self.fields}}
 
+    def encoded(self) -> bytes:
+        """The body as the app's JSON provider writes it (for answers made outside Flask)."""
+        return (json.dumps(self.body(), separators=(",", ":")) + "\n").encode()
+
     def response(self) -> Response:
         response = jsonify(self.body())
         response.status_code = self.status
@@ -92,12 +97,12 @@ def _idempotency_conflict(_: jobs.IdempotencyConflict) -> ErrorAnswer:
     )
 
 
-def _http_error(exc: HTTPException) -> ErrorAnswer:
+def http_error(exc: HTTPException) -> ErrorAnswer:
     name = (exc.name or "error").lower().replace(" ", "_")
     return ErrorAnswer(exc.code or 500, name, exc.description or exc.name or "")
 
 
-def _database_down(exc: Exception) -> ErrorAnswer:
+def database_down(exc: Exception) -> ErrorAnswer:
     # The sender should try again later; nothing was half-written (the transaction was
     # rolled back when the session closed).
     log.error("database unavailable: %s", type(exc).__name__)
@@ -115,9 +120,9 @@ TRANSLATIONS: dict[type[Exception], Callable[[Any], ErrorAnswer]] = {
     budgets.BudgetExceeded: _over_budget,
     operator.NotAllowed: _not_allowed,
     jobs.IdempotencyConflict: _idempotency_conflict,
-    HTTPException: _http_error,
-    DBAPIError: _database_down,
-    PoolTimeout: _database_down,
+    HTTPException: http_error,
+    DBAPIError: database_down,
+    PoolTimeout: database_down,
 }
 
 

@@ -21,6 +21,17 @@ HARDENING = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+STRICT_TRANSPORT = "max-age=31536000"
+
+
+def plain_answer_headers(*, https: bool = False) -> list[tuple[str, str]]:
+    """What `install_security_headers` adds to an answer that is not HTML and whose view chose
+    no caching policy: for answers made outside Flask (the callback receiver)."""
+    headers = [*HARDENING.items(), ("Content-Security-Policy", OTHER_POLICY)]
+    headers.append(("Cache-Control", "no-store"))
+    if https:
+        headers.append(("Strict-Transport-Security", STRICT_TRANSPORT))
+    return headers
 
 
 def install_security_headers(app: Flask, *, https: bool = False) -> None:
@@ -46,5 +57,5 @@ def install_security_headers(app: Flask, *, https: bool = False) -> None:
         if chosen is None or (credentials and "private" not in chosen):
             headers["Cache-Control"] = "no-store"
         if https:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+            headers.setdefault("Strict-Transport-Security", STRICT_TRANSPORT)
         return response

@@ -25,27 +25,44 @@ def scrape() -> Response:
     return Response(body, content_type=content_type)
 
 
-def _start() -> None:
-    given = request.headers.get("X-Request-ID", "")
+def start_request(given: str) -> str:
+    """Begin a request's log context: its request id, the X-Request-ID it was given if well
+    formed, else a new one."""
     logs.clear()
-    logs.bind(request_id=given if _REQUEST_ID.match(given) else logs.new_request_id())
+    request_id = given if _REQUEST_ID.match(given) else logs.new_request_id()
+    logs.bind(request_id=request_id)
+    return request_id
+
+
+def log_request(
+    method: str, route: str, status: int, elapsed: float, *, quiet: bool = False
+) -> None:
+    """The request's one line. The route, not the path: callback paths carry their token."""
+    log.log(
+        logging.DEBUG if quiet else logging.INFO,
+        "request",
+        extra={
+            "method": method,
+            "route": route,
+            "status": status,
+            "duration_ms": round(elapsed * 1000),
+        },
+    )
+
+
+def _start() -> None:
+    start_request(request.headers.get("X-Request-ID", ""))
     g.started = time.perf_counter()
 
 
 def _finish(response: Response) -> Response:
     response.headers["X-Request-ID"] = logs.current_request_id() or ""
-    # The route, not the path: callback paths carry their token.
-    route = request.url_rule.rule if request.url_rule else "unmatched"
-    elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-    log.log(
-        logging.DEBUG if request.path in _QUIET else logging.INFO,
-        "request",
-        extra={
-            "method": request.method,
-            "route": route,
-            "status": response.status_code,
-            "duration_ms": round(elapsed * 1000),
-        },
+    log_request(
+        request.method,
+        request.url_rule.rule if request.url_rule else "unmatched",
+        response.status_code,
+        time.perf_counter() - g.get("started", time.perf_counter()),
+        quiet=request.path in _QUIET,
     )
     return response
 

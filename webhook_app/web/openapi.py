@@ -32,6 +32,7 @@ from webhook_app import shapes
 from webhook_app.depositphotos.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.services.jobs import MAX_BATCH, MAX_PAGE
 from webhook_app.states import JobStatus
+from webhook_app.web import receiver
 
 blueprint = Blueprint("openapi", __name__)
 
@@ -807,13 +808,15 @@ def openapi_path(rule: str) -> str:
 
 
 def routes(app: Flask) -> set[tuple[str, str]]:
-    """Every (path, method) the app serves, in OpenAPI's terms."""
-    return {
-        (openapi_path(rule.rule), method.lower())
+    """Every (path, method) the app serves, in OpenAPI's terms (the callback receiver's too,
+    which answers in front of the app)."""
+    served = {
+        (rule.rule, method)
         for rule in app.url_map.iter_rules()
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     }
+    return {(openapi_path(rule), method.lower()) for rule, method in served | set(receiver.ROUTES)}
 
 
 def document(app: Flask) -> dict[str, Any]:
