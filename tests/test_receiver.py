@@ -119,6 +119,8 @@ def test_duplicates_are_counted_once_and_change_nothing(
     assert [d["received_count"] for d in deliveries(client, auth, job["id"])] == [2]
     events = client.get(f"/api/v1/jobs/{job['id']}/events", headers=auth).get_json()["events"]
     assert [e["to"] for e in events] == ["queued", "processing"]
+    # The batch writes the event's detail as the object it is, on either database.
+    assert events[-1]["detail"] == {"upstream_status": "processing"}
 
 
 def test_other_generation_is_kept_as_a_mismatch_and_moves_nothing(

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, select, text, update
+from sqlalchemy import Row, Table, bindparam, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from webhook_app.depositphotos.payloads import (
 )
 from webhook_app.depositphotos.reports import Report
 from webhook_app.infra import metrics
+from webhook_app.infra.bulk import RowsInsert, RowsUpdate
 from webhook_app.infra.db import Database, after_commit, restore_follow_ups, snapshot_follow_ups
 from webhook_app.infra.queue import REFRESH_JOB
 from webhook_app.models import Delivery, Event, ItemArchive, Job, JobItem, utcnow
@@ -103,23 +104,25 @@ _READ_ITEMS = (
     .order_by(_ITEMS.c.job_id, _ITEMS.c.position)
 )
 _WRITTEN = tuple(f"{name}_" for name in _MERGED)  # their parameters' names
-_WRITE_JOB = (
-    update(_JOBS)
-    .where(_JOBS.c.id == bindparam("job_id"))
-    .values({name: bindparam(key) for name, key in zip(_MERGED, _WRITTEN, strict=True)})
-)
+_WRITE_JOBS = RowsUpdate(_JOBS, ("id", "job_id"), dict(zip(_MERGED, _WRITTEN, strict=True)))
 # What the merge changed is shown (not only the next check): a new version and feed position.
-_WRITE_SHOWN_JOB = _WRITE_JOB.values(version=_JOBS.c.version + 1, change_seq=bindparam("seq"))
-_WRITE_ITEM = (
-    update(_ITEMS)
-    .where(_ITEMS.c.id == bindparam("item_id"))
-    .values(dp_item_id=bindparam("dp_item_id_"), preview_url=bindparam("preview_url_"))
+_WRITE_SHOWN_JOBS = RowsUpdate(
+    _JOBS,
+    ("id", "job_id"),
+    dict(zip(_MERGED, _WRITTEN, strict=True)),
+    also={"version": _JOBS.c.version + 1, "change_seq": bindparam("seq")},
+)
+_WRITE_ITEMS = RowsUpdate(
+    _ITEMS, ("id", "item_id"), {"dp_item_id": "dp_item_id_", "preview_url": "preview_url_"}
 )
 _ADD_ITEM = insert(_ITEMS).returning(_ITEMS.c.id)
-_MARK = (
-    update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == bindparam("delivery_id"))
-    .values(outcome=bindparam("outcome"), detail=bindparam("detail"), applied_at=bindparam("at"))
+_ADD_ARCHIVES = RowsInsert(_ARCHIVES, ["item_id", *new_archive(utcnow())])
+_ADD_EVENTS = RowsInsert(_EVENTS, ["job_id", "at", "source", "from_status", "to_status", "detail"])
+_MARK = RowsUpdate(
+    _DELIVERIES,
+    ("id", "delivery_id"),
+    {"outcome": "outcome", "detail": "detail"},
+    also={"applied_at": bindparam("at")},
 )
 
 
@@ -238,25 +241,20 @@ class _Writes:
             for item in self.items
             if item not in revealed
         ]
-        if updated:
-            connection.execute(_WRITE_ITEM, updated)
+        _WRITE_ITEMS.execute(connection, updated)
         if self.archives:
-            connection.execute(
-                insert(_ARCHIVES),
-                [{"item_id": item.id, **new_archive(self.now)} for item in self.archives],
-            )
+            archives = [{"item_id": item.id, **new_archive(self.now)} for item in self.archives]
+            _ADD_ARCHIVES.execute(connection, archives)
             ask_for_archives(session, [item.uuid for item in self.archives])
-        if self.events:
-            connection.execute(insert(_EVENTS), self.events)
+        _ADD_EVENTS.execute(connection, self.events)
         seq = position(session) if any(shown for _, shown in self.jobs) else None
-        for shown, statement in ((True, _WRITE_SHOWN_JOB), (False, _WRITE_JOB)):
+        for shown, statement in ((True, _WRITE_SHOWN_JOBS), (False, _WRITE_JOBS)):
             rows = [
-                {"job_id": job.id, "seq": seq, **dict(zip(_WRITTEN, job.merged(), strict=True))}
+                {"job_id": job.id, **dict(zip(_WRITTEN, job.merged(), strict=True))}
                 for job, is_shown in self.jobs
                 if is_shown is shown
             ]
-            if rows:
-                connection.execute(statement, rows)
+            statement.execute(connection, rows, **({"seq": seq} if shown else {}))
         notify_all_finished(session, self.finished, now=self.now)
 
 
@@ -319,11 +317,11 @@ def _apply_batch(
     else:
         applied = _apply_jobs(session, jobs, reports, now=now, recheck_after=recheck_after)
     marks = [
-        {"delivery_id": row.id, "outcome": a.outcome.value, "detail": a.detail, "at": now}
+        {"delivery_id": row.id, "outcome": a.outcome.value, "detail": a.detail}
         for job in jobs
         for row, a in zip(by_job[job.id], applied[job.id], strict=True)
     ]
-    session.connection().execute(_MARK, marks)
+    _MARK.execute(session.connection(), marks, at=now)
     outcomes = Counter(mark["outcome"] for mark in marks)
     for outcome, count in outcomes.items():
         metrics.DELIVERIES_APPLIED.labels(outcome=outcome).inc(count)
