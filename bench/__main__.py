@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Celery: {plan.celery_processes} prefork processes, prefetch 1, late acknowledgement, "
         f"Redis broker at {broker} with its own queue `{queue}` (nothing else in Redis is touched)",
         f"PostgreSQL at {server.split('@')[-1].rsplit('/', 1)[0]}, trust authentication; its own "
-        "database, created for the run and dropped after; pool: 5 connections + 5 overflow per "
-        "web process, 2 + 2 per Celery process",
+        "database, created for the run and dropped after; pools: one connection per thread "
+        f"({plan.web_threads}) + as many overflow per web process, 2 + 2 per Celery process",
         "the sandbox plays Depositphotos with no delay (SANDBOX_PREVIEW_DELAY and "
         "SANDBOX_FINAL_DELAY 0); no beat (nothing is overdue within a run)",
         "every process on loopback addresses only",

@@ -280,7 +280,9 @@ class Ingestion:
                 f"{trips['service'].median:.1f} database round trips against "
                 f"{trips['naive'].median:.1f}: check the token, redact the body, one "
                 "INSERT ... SELECT ... ON CONFLICT that finds the job and keeps the delivery, "
-                "then Flask's request handling, the request's log line and its metrics.",
+                "the request's log line and its metrics, under gunicorn's own handling of the "
+                "request (the receiver answers in front of Flask); beside it, the database's "
+                "work and the applier's.",
             ]
         out += [
             "",

@@ -149,3 +149,26 @@ def test_failure_envelope_is_kept_and_confirmed(
     assert current(client, auth, job["id"])["status"] == "queued"
     assert [d["outcome"] for d in deliveries(client, auth, job["id"])] == ["upstream_failure"]
     assert enqueuer.sent[-1][0] == REFRESH_JOB
+
+
+def test_the_receivers_answers_carry_the_apps_headers_and_request_id(
+    client: Any, auth: dict[str, str], job: dict[str, Any]
+) -> None:
+    api = client.get(f"/api/v1/jobs/{job['id']}/deliveries", headers=auth)
+    given = {"X-Request-ID": "sender-7.a"}
+    stored = client.post(url(job["id"]), data=envelope(generation("preview")), headers=given)
+    refused = client.post(f"/callbacks/{job['id']}/{'A' * 32}", data=b"{}")
+    for answer in (stored, refused):
+        for name in ("X-Content-Type-Options", "X-Frame-Options", "Content-Security-Policy"):
+            assert answer.headers[name] == api.headers[name], name
+        assert answer.headers["Cache-Control"] == "no-store"
+        assert answer.headers["Content-Type"] == "application/json"
+    assert stored.headers["X-Request-ID"] == "sender-7.a"
+    assert len(refused.headers["X-Request-ID"]) == 32
+
+
+def test_a_callback_url_takes_only_posts(client: Any, job: dict[str, Any]) -> None:
+    for method in ("get", "put", "delete"):
+        answer = getattr(client, method)(url(job["id"]))
+        assert answer.status_code == 405, method
+        assert answer.get_json()["error"]["code"] == "method_not_allowed"
