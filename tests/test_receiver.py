@@ -172,3 +172,4 @@ def test_a_callback_url_takes_only_posts(client: Any, job: dict[str, Any]) -> No
         answer = getattr(client, method)(url(job["id"]))
         assert answer.status_code == 405, method
         assert answer.get_json()["error"]["code"] == "method_not_allowed"
+        assert answer.headers["Allow"] == "POST"

@@ -3,10 +3,10 @@
 An executemany runs its statement once per row: on PostgreSQL each row is bound, planned and
 executed on its own (a pipeline spares only the waits between them), which made a batch of
 applied callbacks cost the server as much as the callbacks' own inserts. So on PostgreSQL an
-update of many rows is one `UPDATE ... FROM unnest(<an array per column>)`, the same
-statement whatever the number of rows, and an insert of many rows one multi-row INSERT
-(SQLAlchemy's "insertmanyvalues", which it uses when the new keys are asked for). SQLite runs
-in the process, where a row costs little: it keeps executemany.
+update of many rows is one `UPDATE ... FROM unnest(<an array per column>)` and an insert one
+`INSERT ... SELECT ... FROM unnest(...)`: the same statement whatever the number of rows, so
+the driver prepares it once (a multi-row VALUES list would be a new statement, parsed anew,
+for every batch). SQLite runs in the process, where a row costs little: it keeps executemany.
 """
 
 from __future__ import annotations

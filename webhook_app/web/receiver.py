@@ -61,6 +61,7 @@ ROUTES = ((ROUTE, "POST"), (MALFORMED, "POST"))
 NOT_FOUND = ErrorAnswer(404, "not_found", "no such callback")
 FORBIDDEN = ErrorAnswer(403, "forbidden", "callbacks are not accepted from this address")
 NOT_ALLOWED = http_error(MethodNotAllowed())
+NOT_ALLOWED.headers["Allow"] = "POST"
 # Signed in place of a malformed id, so refusing one costs what refusing a wrong token does.
 STAND_IN_ID = new_public_id()
 # The headers a delivery keeps, as the request names them in the WSGI environ.
