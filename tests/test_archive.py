@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,11 +15,15 @@ import requests
 from sqlalchemy import event, select
 
 from tests.common.factories import T0, generation, make_job
+from tests.common.statements import recorded_statements
+from webhook_app import changes
+from webhook_app.archive.fetch import Fetched
+from webhook_app.archive.images import ImageInfo
 from webhook_app.archive.storage import LocalStorage
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.infra.db import Database, follow_ups
 from webhook_app.infra.queue import ARCHIVE_ITEMS
-from webhook_app.models import ItemArchive, JobItem
+from webhook_app.models import ItemArchive, Job, JobItem
 from webhook_app.sandbox import SandboxKnobs, SandboxServer
 from webhook_app.services import archive
 from webhook_app.services.progress import apply_report
@@ -87,6 +92,14 @@ def archive_of(database: Database, item_uuid: str) -> ItemArchive:
         return found
 
 
+def version_of(database: Database, item_uuid: str) -> tuple[int, int]:
+    """The version of an item's job and its position in the changes feed."""
+    with database.transaction() as session:
+        job = session.scalar(select(Job).join(JobItem).where(JobItem.uuid == item_uuid))
+        assert job is not None
+        return job.version, job.change_seq
+
+
 def run(
     database: Database, storage: LocalStorage, item_uuid: str, clock: Clock, **limits: Any
 ) -> str | None:
@@ -142,28 +155,37 @@ def test_the_image_is_kept_with_its_checksum_and_size(
     assert kept.archived_at == T0 and kept.attempts == 1 and kept.last_error is None
 
 
-def test_the_items_of_one_message_are_archived_together_in_two_transactions(
+def test_the_items_of_one_message_are_archived_together_in_two_round_trips(
     database: Database, sandbox: SandboxServer, storage: LocalStorage
 ) -> None:
     data = sandbox_generation(sandbox)
     public_id, uuids, _ = job_with(database, data)
+    before = version_of(database, uuids[0])
     transactions: list[Any] = []
     count = transactions.append
     event.listen(database.engine, "commit", count)
     try:
-        states = archive.archive_items(
-            database,
-            storage,
-            requests.Session(),
-            [*uuids, "no-such-item"],
-            clock=Clock(),
-            max_bytes=1024 * 1024,
-            timeout=5,
-        )
+        with recorded_statements(database) as seen:
+            states = archive.archive_items(
+                database,
+                storage,
+                requests.Session(),
+                [*uuids, "no-such-item"],
+                clock=Clock(),
+                max_bytes=1024 * 1024,
+                timeout=5,
+            )
     finally:
         event.remove(database.engine, "commit", count)
     assert states == [archive.ARCHIVED] * len(uuids) + [None]
-    assert len(transactions) == 2
+    if database.engine.dialect.name == "postgresql":
+        # Take the attempts, keep what they achieved: a statement each, committed as it returns.
+        assert (len(seen), len(transactions)) == (2, 0), seen
+    else:
+        assert len(transactions) == 2
+    # Both are changes of the job (attempts, then state): its version moved, and its position.
+    after = version_of(database, uuids[0])
+    assert after[0] == before[0] + 2 and after[1] > before[1]
     for item_uuid in uuids:
         kept = archive_of(database, item_uuid)
         assert kept.state == archive.ARCHIVED and kept.attempts == 1
@@ -279,3 +301,150 @@ def test_the_api_serves_our_copy_with_an_etag_and_the_upstream_one_before(
     assert client.get(image).status_code == 401
     missing = client.get(f"/api/v1/jobs/{public_id}/items/nope/image", headers=auth)
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+
+
+# The archive's columns a comparison looks at: all but its row's own identity.
+COMPARED = [
+    name
+    for name in ItemArchive.__table__.columns.keys()  # noqa: SIM118 - a column collection
+    if name not in {"id", "item_id", "created_at"}
+]
+KEPT = archive.Kept("stem.png", Fetched(b"\x89PNG" * 8, ImageInfo("png", 64, 32), "ab" * 32))
+
+
+def one_item_job(database: Database, **archived: Any) -> str:
+    """A job of one item (its preview URL known, its archive pending), the archive then set
+    to `archived` and the item's `preview_url` if given; the item's uuid."""
+    item_uuid = str(uuid.uuid4())
+    job_with(database, generation("preview", items=[item_uuid]))
+    with database.transaction() as session:
+        item = session.scalar(select(JobItem).where(JobItem.uuid == item_uuid))
+        assert item is not None and item.archive is not None
+        if "preview_url" in archived:
+            item.preview_url = archived.pop("preview_url")
+        for name, value in archived.items():
+            setattr(item.archive, name, value)
+    return item_uuid
+
+
+def seen_as(database: Database, item_uuid: str) -> tuple[Any, ...]:
+    """The item's archive (the compared columns) and its job's version and position."""
+    kept = archive_of(database, item_uuid)
+    return (*(getattr(kept, name) for name in COMPARED), *version_of(database, item_uuid))
+
+
+def compare(
+    database: Database, scenarios: list[dict[str, Any]], by_orm: Any, by_statement: Any
+) -> None:
+    """Each scenario set up twice; `by_orm` given the items of one copy, `by_statement` the
+    other's: the same answers, the same archives, the same changes of the jobs."""
+    copies = [[one_item_job(database, **dict(s)) for s in scenarios] for _ in range(2)]
+    before = [[seen_as(database, u) for u in uuids] for uuids in copies]
+    answers = [by_orm(copies[0]), by_statement(copies[1])]
+    after = [[seen_as(database, u) for u in uuids] for uuids in copies]
+    assert answers[0] == answers[1]
+    for n, scenario in enumerate(scenarios):
+        (orm_before, statement_before), (orm, statement) = (
+            (before[0][n], before[1][n]),
+            (after[0][n], after[1][n]),
+        )
+        assert orm[:-2] == statement[:-2], scenario
+        # The version moves by the same steps; the position moves whenever the version does.
+        versions = [orm[-2] - orm_before[-2], statement[-2] - statement_before[-2]]
+        assert versions[0] == versions[1], (scenario, versions)
+        assert (
+            (orm[-1] != orm_before[-1])
+            == (statement[-1] != statement_before[-1])
+            == (versions[0] > 0)
+        ), scenario
+
+
+def postgresql_only(database: Database) -> None:
+    if database.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite keeps the ORM's transactions")
+
+
+def test_taking_attempts_in_one_statement_keeps_the_rules(database: Database) -> None:
+    postgresql_only(database)
+    now = T0 + timedelta(hours=1)
+    scenarios = [
+        {"state": state, "attempts": 2, **url}
+        for state in (archive.PENDING, archive.ARCHIVED, archive.FAILED)
+        for url in ({}, {"preview_url": None}, {"preview_url": ""})
+    ]
+
+    def answer(uuids: list[str], taken: list[archive.Attempt]) -> list[tuple[Any, ...]]:
+        # Which item (the copies' uuids differ), its URL, and where its copy goes.
+        assert all(a.key_stem.endswith(f"/{a.item_uuid}") for a in taken)
+        return [
+            (uuids.index(a.item_uuid), a.url.replace(a.item_uuid, "<uuid>"), len(a.key_stem))
+            for a in taken
+        ]
+
+    def by_orm(uuids: list[str]) -> list[tuple[Any, ...]]:
+        with database.transaction() as session:
+            taken = archive.start_attempts(session, [*uuids, "no-such-item"], now=now)
+        return answer(uuids, taken)
+
+    def by_statement(uuids: list[str]) -> list[tuple[Any, ...]]:
+        with database.connection(writes=True) as connection:
+            taken = archive._start_in_one_statement(connection, [*uuids, "no-such-item"], now=now)
+        return answer(uuids, taken)
+
+    compare(database, scenarios, by_orm, by_statement)
+
+
+def test_keeping_outcomes_in_one_statement_keeps_the_rules(database: Database) -> None:
+    postgresql_only(database)
+    now = T0 + timedelta(hours=1)
+    outcomes = {
+        "kept": KEPT,
+        "passing": archive.Failed("HTTP 503", transient=True),
+        "passing again": archive.Failed("HTTP 502", transient=True),  # the same error as before
+        "final": archive.Failed("HTTP 410 " + "x" * 600, transient=False),
+    }
+    archived = {"sha256": "cd" * 32, "size": 7, "content_type": "image/jpeg", "width": 1}
+    archived |= {"height": 2, "archived_at": T0, "storage_key": "old.jpg"}
+    scenarios = [
+        {
+            "state": state,
+            "attempts": attempts,
+            "last_error": "HTTP 502",
+            "next_attempt_at": T0,
+            **(archived if state == archive.ARCHIVED else {}),
+            "outcome": outcome,
+        }
+        for state in (archive.PENDING, archive.ARCHIVED, archive.FAILED)
+        for attempts in (0, 1, archive.MAX_ATTEMPTS - 1, archive.MAX_ATTEMPTS)
+        for outcome in outcomes
+    ]
+    # Kept again, the very same image: only when it was kept changes.
+    same = {"sha256": "ab" * 32, "size": 32, "content_type": "image/png", "width": 64}
+    same |= {"height": 32, "archived_at": T0, "storage_key": "stem.png", "last_error": None}
+    scenarios += [{"state": archive.ARCHIVED, "attempts": 1, **same, "outcome": "kept"}]
+    setups = [{k: v for k, v in s.items() if k != "outcome"} for s in scenarios]
+    given = [outcomes[s["outcome"]] for s in scenarios]
+    missing = {"missing kept": KEPT, "missing failed": outcomes["final"]}
+
+    def by_orm(uuids: list[str]) -> list[str]:
+        with database.transaction() as session:
+            states = archive.record_outcomes(
+                session, {**dict(zip(uuids, given, strict=True)), **missing}, now=now
+            )
+        return [states[u] for u in [*uuids, *missing]]
+
+    def by_statement(uuids: list[str]) -> list[str]:
+        with database.connection(writes=True) as connection:
+            states = archive._record_in_one_statement(
+                connection, {**dict(zip(uuids, given, strict=True)), **missing}, now=now
+            )
+        return [states[u] for u in [*uuids, *missing]]
+
+    compare(database, setups, by_orm, by_statement)
+
+
+def test_the_statement_bumps_the_version_for_what_the_orm_would() -> None:
+    # What `record_outcomes` writes, less what webhook_app/changes.py hides.
+    written = {"state", "storage_key", "sha256", "size", "content_type", "width", "height"}
+    written |= {"last_error", "archived_at", "next_attempt_at"}
+    assert set(archive.RECORDED_SHOWN) == written - changes._HIDDEN[ItemArchive]

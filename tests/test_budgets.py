@@ -14,8 +14,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.common.doubles import RecordingEnqueuer
+from tests.test_api import round_trips
 from webhook_app.infra.db import Database
-from webhook_app.models import Job, utcnow
+from webhook_app.infra.queue import SUBMIT_JOB
+from webhook_app.models import Event, Job, utcnow
 from webhook_app.services import budgets
 from webhook_app.services.api_tokens import create_token
 from webhook_app.services.jobs import JobRequest, create_job
@@ -74,6 +76,59 @@ def test_a_refused_job_is_not_created_and_its_other_budgets_are_not_counted(
     assert budgets.used_today(session, [roomy.name], now=NOW) == {roomy.name: 0}
 
 
+def test_the_first_full_budget_is_named_and_a_later_one_is_not_counted(
+    session: Session,
+) -> None:
+    full, roomy = fresh_budget(1), fresh_budget(10)
+    budgets.charge(session, [full], now=NOW)
+    with pytest.raises(budgets.BudgetExceeded) as refused, session.begin_nested():
+        create_job(
+            session,
+            JobRequest("a fox"),
+            now=NOW,
+            deadline=timedelta(hours=1),
+            budgets=[full, roomy],
+        )
+    assert refused.value.budget == full
+    assert budgets.used_today(session, [full.name, roomy.name], now=NOW) == {
+        full.name: 1,
+        roomy.name: 0,
+    }
+
+
+def test_a_job_its_event_and_its_budgets_are_one_statement_on_postgresql(
+    database: Database,
+) -> None:
+    deployment, token = fresh_budget(None), fresh_budget(2)
+    with round_trips(database) as sent, database.transaction() as session:
+        job, created = create_job(
+            session,
+            JobRequest("a fox", medium="art"),
+            now=NOW,
+            deadline=timedelta(hours=1),
+            budgets=[deployment, token],
+        )
+        assert session.info["after_commit"] == {(SUBMIT_JOB, (job.id,)): None}
+    if database.engine.dialect.name == "postgresql":
+        assert len(sent) == 3, sent  # BEGIN, the statement, COMMIT
+    with database.read() as session:
+        stored = session.get(Job, job.id)
+        assert stored is not None and created
+        assert (stored.status, stored.medium, stored.version) == ("queued", "art", 1)
+        assert stored.change_seq == job.change_seq > 0
+        assert [(e.from_status, e.to_status, e.source) for e in _events(session, job.id)] == [
+            (None, "queued", "api")
+        ]
+        assert budgets.used_today(session, [deployment.name, token.name], now=NOW) == {
+            deployment.name: 1,
+            token.name: 1,
+        }
+
+
+def _events(session: Session, job_id: int) -> list[Event]:
+    return list(session.scalars(select(Event).where(Event.job_id == job_id).order_by(Event.id)))
+
+
 def test_an_idempotent_replay_is_not_counted_even_over_budget(session: Session) -> None:
     budget = fresh_budget(1)
     key = secrets.token_hex(8)
@@ -122,6 +177,46 @@ def test_web_processes_racing_for_the_last_generations_never_overspend(
     assert granted.count(True) == 5 and granted.count(False) == 19
     with database.read() as session:
         assert budgets.used_today(session, [budget.name], now=utcnow()) == {budget.name: 5}
+
+
+def test_jobs_racing_for_the_last_generations_are_created_only_while_every_budget_has_room(
+    database: Database,
+) -> None:
+    unlimited, limited = fresh_budget(None), fresh_budget(5)
+    prompt = f"racing {limited.name}"
+    granted: list[bool] = []
+    start = threading.Barrier(8)
+
+    def create() -> None:
+        start.wait()
+        for _ in range(3):
+            try:
+                with database.transaction() as session:
+                    create_job(
+                        session,
+                        JobRequest(prompt),
+                        now=utcnow(),
+                        deadline=timedelta(hours=1),
+                        budgets=[unlimited, limited],
+                    )
+                granted.append(True)
+            except budgets.BudgetExceeded:
+                granted.append(False)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert granted.count(True) == 5 and granted.count(False) == 19
+    with database.read() as session:
+        made = session.scalar(select(func.count()).select_from(Job).where(Job.prompt == prompt))
+        assert made == 5
+        # What the refused requests counted against the unlimited budget was rolled back.
+        assert budgets.used_today(session, [unlimited.name, limited.name], now=utcnow()) == {
+            unlimited.name: 5,
+            limited.name: 5,
+        }
 
 
 # --- through the HTTP API ------------------------------------------------------------------

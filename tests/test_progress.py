@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from tests.common.factories import T0, generation, make_job
@@ -118,3 +118,25 @@ def test_failure_status_fails_the_job(session: Session) -> None:
     apply(session, job, generation("preview", status="failed", purchaseStatus="deferred"))
     assert job.status == "failed"
     assert job.upstream_status == "failed"
+
+
+def test_a_first_report_reads_no_items_and_writes_the_job_once(session: Session) -> None:
+    job = make_job(session)
+    session.flush()
+    session.expire(job, ["items"])  # as a job freshly read under its lock
+    sent: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        sent.append(" ".join(statement.split()))
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", seen)
+    try:
+        apply(session, job, generation("preview"), source="submit")
+        session.flush()
+    finally:
+        event.remove(connection, "before_cursor_execute", seen)
+    assert not [sql for sql in sent if sql.startswith("SELECT") and "job_items" in sql], sent
+    assert len([sql for sql in sent if sql.startswith("UPDATE jobs")]) == 1, sent
+    assert job.status == "processing" and len(job.items) == 4
+    assert all(item.archive is not None for item in job.items)

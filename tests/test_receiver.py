@@ -53,12 +53,17 @@ def test_preview_then_final_completes_the_job(
     assert state["status"] == "completed"
     assert [i["dp_item_id"] for i in state["items"]] == [900000, 900001, 900002, 900003]
     assert all(i["preview_url"] for i in state["items"])
-    # The finished job's hook and its media data, asked for in one message.
+    # The finished job's hook and its media data, asked for in one message that carries what
+    # they would otherwise read: the job's duration, its items.
     name, parts = enqueuer.sent[-1]
-    job_key = parts[0][1][0][0]
+    job_key, _, seconds = parts[0][1][0]
+    assert isinstance(seconds, float) and seconds >= 0
     assert (name, parts) == (
         FOLLOW_UP,
-        ((JOB_FINISHED, ((job_key, "completed"),)), (ENRICH_JOB, (job_key,))),
+        (
+            (JOB_FINISHED, ((job_key, "completed", seconds),)),
+            (ENRICH_JOB, ((job_key, tuple(items)),)),
+        ),
     )
     assert [d["outcome"] for d in deliveries(client, auth, job["id"])] == ["applied", "applied"]
 

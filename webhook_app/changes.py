@@ -190,6 +190,19 @@ def position(session: Session) -> int:
     return int(session.info[_POSITION])
 
 
+def inserted(session: Session, job: Job) -> None:
+    """Record a job a plain statement inserted at version 1 and at `position`: what the
+    transaction does to it afterwards is part of its creation, as for one the ORM inserts."""
+    session.info.setdefault(_VERSIONED, set()).update((job, job.id))
+    session.info.setdefault(_POSITION, job.change_seq)
+
+
+def known_position(session: Session, value: int) -> None:
+    """The transaction's position, read by the caller along with something else (a
+    `next_change_seq()` in its own query): `position` need not read it."""
+    session.info.setdefault(_POSITION, int(value))
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _transaction_ended(session: Session, transaction: Any) -> None:
     if transaction.parent is None:

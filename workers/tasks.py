@@ -13,12 +13,11 @@ from typing import Any
 
 from celery import Task, shared_task
 from kombu.exceptions import OperationalError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
-from webhook_app import changes
 from webhook_app.depositphotos.client import (
     AuthenticationError,
     CredentialsRefused,
@@ -45,11 +44,12 @@ from webhook_app.infra.queue import (
     REFRESH_JOB,
     SUBMIT_JOB,
 )
-from webhook_app.models import Job, JobItem
+from webhook_app.models import Job
 from webhook_app.services import (
     archive,
     budgets,
     jobs,
+    media,
     notifications,
     retention,
     submission,
@@ -164,9 +164,9 @@ def submit_job(self: Task, job_id: int, failures: int = 0, paced: bool = False) 
     """
     ctx = context()
     with ctx.db.read() as session:
-        if not submission.claimable(session, job_id):
-            return  # another task took it: no slot of the pace is spent on it
-        pause = upstream_state.current_pause(session)
+        claimable, pause = submission.claimable(session, job_id)
+    if not claimable:
+        return  # another task took it: no slot of the pace is spent on it
     if pause is not None:
         persist(
             partial(
@@ -188,10 +188,9 @@ def submit_job(self: Task, job_id: int, failures: int = 0, paced: bool = False) 
             )
         time.sleep(wait)
     try:
-        with ctx.db.transaction() as session:
-            claim = submission.claim(
-                session, job_id, now=ctx.now(), max_in_flight=ctx.settings.upstream_max_in_flight
-            )
+        claim = submission.take(
+            ctx.db, job_id, now=ctx.now(), max_in_flight=ctx.settings.upstream_max_in_flight
+        )
     except submission.InFlightLimit:
         countdown = random.uniform(1.0, 3.0)
         raise self.retry(
@@ -329,33 +328,28 @@ def refresh_job(self: Task, job_id: int, source: str = "poll") -> None:
 
 
 @shared_task(name=ENRICH_JOB, bind=True, base=DatabaseRetryingTask)
-def enrich_job(self: Task, *job_ids: int) -> None:
-    """Record width, height and type of each item of some completed jobs."""
+def enrich_job(self: Task, *jobs: Any) -> None:
+    """Record width, height and type of each item of some completed jobs. Each argument is a
+    job id and its items' uuids; a message of an earlier release has job ids alone, whose
+    items are read, as they are on a retry (some may be known by then)."""
     ctx = context()
-    with ctx.db.read() as session:
-        pending = session.execute(
-            select(JobItem.id, JobItem.uuid, JobItem.job_id)
-            .where(JobItem.job_id.in_(job_ids), JobItem.width.is_(None))
-            .order_by(JobItem.job_id, JobItem.position)
-        ).all()
-    found: list[dict[str, Any]] = []
-    learned: set[int] = set()
+    listed = [(int(job[0]), [str(u) for u in job[1]]) for job in jobs if not isinstance(job, int)]
+    unlisted = [int(job) for job in jobs if isinstance(job, int)]
+    if self.request.retries:
+        unlisted, listed = unlisted + [job_id for job_id, _ in listed], []
+    pending = [(job_id, item_uuid) for job_id, uuids in listed for item_uuid in uuids]
+    if unlisted:
+        pending += media.unknown_items(ctx.db, unlisted)
+    found: list[media.Learned] = []
     try:
-        for item_id, item_uuid, job_id in pending:
-            width, height, media_type = kind.media_data(ctx.client, item_uuid)
-            found.append(dict(id=item_id, width=width, height=height, media_type=media_type))
-            learned.add(job_id)
+        for job_id, item_uuid in pending:
+            found.append(media.Learned(job_id, item_uuid, *kind.media_data(ctx.client, item_uuid)))
     except (*RETRY_LATER, ValidationError, NotFound) as exc:
         # Media data may lag behind completion: a validation answer is retried too.
         raise retry_later(self, exc) from None
     finally:
         # What was learned is kept, even when the rest must wait: one statement for all.
-        if found:
-            with ctx.db.transaction() as session:
-                # A plain statement: record the change. The job's row first, as every writer
-                # takes it before its items, so two writers never wait on each other in a ring.
-                changes.touch(session, job_ids=sorted(learned))
-                session.execute(update(JobItem), found)
+        media.record(ctx.db, found)
 
 
 @shared_task(name=RECONCILE, base=DatabaseRetryingTask, max_retries=0)
@@ -461,21 +455,33 @@ def deliver_notification(public_id: str) -> str | None:
 @shared_task(name=JOB_FINISHED, bind=True, max_retries=5)
 def job_finished(self: Task, *finished: Any) -> None:
     """Count each finished job's duration, and hand it to ON_JOB_DONE_TASK when one is
-    configured. Each argument is a job id and the status it reached (a message of an earlier
-    release is one job id and its status)."""
+    configured. Each argument is a job id, the status it reached and its duration in seconds;
+    messages of earlier releases have no duration (read from the job then), and the earliest
+    are one job id and its status."""
     if finished and isinstance(finished[0], int):
         finished = (finished,)
-    statuses = {int(job_id): str(status) for job_id, status in finished}
+    statuses = {int(part[0]): str(part[1]) for part in finished}
+    seconds = {
+        int(part[0]): float(part[2]) for part in finished if len(part) > 2 and part[2] is not None
+    }
     ctx = context()
     hook = ctx.settings.on_job_done_task
-    with ctx.db.read() as session:
-        options = [] if hook else [lazyload(Job.items)]  # only a hook is told the items
-        query = select(Job).where(Job.id.in_(statuses)).order_by(Job.id).options(*options)
-        jobs = session.scalars(query).all()
-        summaries = [
-            notifications.job_summary(job, statuses[job.id], ctx.settings.public_base_url)
-            for job in (jobs if hook else [])
-        ]
+    unknown = [job_id for job_id in statuses if job_id not in seconds]
+    summaries = []
+    if hook:  # only a hook is told the items
+        with ctx.db.read() as session:
+            query = select(Job).where(Job.id.in_(statuses)).order_by(Job.id)
+            for job in session.scalars(query):
+                base_url = ctx.settings.public_base_url
+                summaries.append(notifications.job_summary(job, statuses[job.id], base_url))
+                if job.id in unknown and job.finished_at is not None:
+                    seconds[job.id] = (job.finished_at - job.created_at).total_seconds()
+    elif unknown:
+        with ctx.db.read() as session:
+            times = select(Job.id, Job.created_at, Job.finished_at).where(Job.id.in_(unknown))
+            for job_id, created_at, finished_at in session.execute(times):
+                if finished_at is not None:
+                    seconds[job_id] = (finished_at - created_at).total_seconds()
     for summary in summaries:
         try:
             ctx.enqueuer.send_to(
@@ -488,10 +494,8 @@ def job_finished(self: Task, *finished: Any) -> None:
         except OperationalError as exc:
             raise self.retry(countdown=backoff(self.request.retries), exc=exc) from None
         metrics.HOOKS.inc()
-    for job in jobs:
-        if job.finished_at is not None:
-            seconds = (job.finished_at - job.created_at).total_seconds()
-            metrics.JOB_SECONDS.labels(status=statuses[job.id]).observe(seconds)
+    for job_id in sorted(seconds):
+        metrics.JOB_SECONDS.labels(status=statuses[job_id]).observe(seconds[job_id])
 
 
 @shared_task(name=FOLLOW_UP, bind=True)

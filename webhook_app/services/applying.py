@@ -84,7 +84,7 @@ _MERGED = (
 # Plain rows, not ORM objects, and plain statements to write them back: a batch is a few
 # executemany statements.
 _LOCK_JOBS = (
-    select(_JOBS.c.id, *(_JOBS.c[name] for name in _MERGED))
+    select(_JOBS.c.id, *(_JOBS.c[name] for name in _MERGED), _JOBS.c.created_at)
     .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_JOBS.c.id)
     .with_for_update(key_share=True)
@@ -153,6 +153,7 @@ class _Job:
     finished_at: datetime | None
     next_check_at: datetime | None
     updated_at: datetime
+    created_at: datetime  # read, never written: a finished job's duration
     items: list[_Item] = field(default_factory=list)
 
     def merged(self) -> tuple[Any, ...]:
@@ -226,7 +227,7 @@ class _Writes:
             target = JobStatus(job.status)
             if target in TERMINAL:
                 self.finished.append((job.id, job.status))
-            announce(session, job.id, target)
+            announce(session, job, target)
         return merged.applied
 
     def write(self, session: Session) -> None:

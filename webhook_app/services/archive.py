@@ -3,6 +3,11 @@
 An item's archive is requested in the transaction where it first gets a preview URL. Each
 attempt is one download and one store; a passing failure is tried again later (reconciliation
 sends what is due), anything else fails the archive with its reason.
+
+On PostgreSQL a task takes its attempts in one statement and keeps their outcomes in another,
+each committed as it returns: the archives are locked in id order, written, and their jobs'
+versions bumped (an archive's state is part of its job) in the same statement. SQLite, where a
+statement costs no round trip, keeps the ORM's transactions.
 """
 
 from __future__ import annotations
@@ -13,16 +18,35 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import Select, select
+from sqlalchemy import (
+    CTE,
+    Boolean,
+    Select,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import Grouping
 
+from webhook_app import changes
 from webhook_app.archive.fetch import Fetched, FetchError, fetch_image
 from webhook_app.archive.images import EXTENSIONS
 from webhook_app.archive.storage import Storage, StorageError
 from webhook_app.infra import logs, metrics
+from webhook_app.infra.bulk import ROWS, given_rows, rows_document
 from webhook_app.infra.db import Database, after_commit
 from webhook_app.infra.queue import ARCHIVE_ITEMS
-from webhook_app.models import ItemArchive, Job, JobItem
+from webhook_app.models import ItemArchive, Job, JobItem, UTCDateTime
 
 PENDING, ARCHIVED, FAILED = "pending", "archived", "failed"
 MAX_ATTEMPTS = 8
@@ -158,6 +182,188 @@ def _failed(archive: ItemArchive, failed: Failed, now: datetime) -> str:
     return archive.state
 
 
+# The same rules as `start_attempts` and `record_outcomes`, each in one statement (PostgreSQL).
+_ARCHIVES: Table = ItemArchive.__table__  # type: ignore[assignment]
+_ITEMS: Table = JobItem.__table__  # type: ignore[assignment]
+_JOBS: Table = Job.__table__  # type: ignore[assignment]
+# What `record_outcomes` writes that is shown (webhook_app/changes.py hides storage_key and
+# next_attempt_at): a job changes when one of these changes in one of its archives.
+RECORDED_SHOWN = (
+    "state",
+    "sha256",
+    "size",
+    "content_type",
+    "width",
+    "height",
+    "last_error",
+    "archived_at",
+)
+_KEPT = ("storage_key", "sha256", "size", "content_type", "width", "height")
+
+
+def _touching(job_ids: Select[Any]) -> CTE:
+    """The version bump of these jobs (webhook_app/changes.py), their rows locked in id order
+    like every writer's, after the archives: a statement writing archives runs it last."""
+    locked = (
+        select(_JOBS.c.id)
+        .where(_JOBS.c.id.in_(job_ids))
+        .order_by(_JOBS.c.id)
+        .with_for_update(key_share=True)
+        .cte("jobs_locked")
+    )
+    return (
+        update(_JOBS)
+        .where(_JOBS.c.id.in_(select(locked.c.id)))
+        .values(version=_JOBS.c.version + 1, change_seq=changes.next_change_seq())
+        .cte("touched")
+    )
+
+
+def _locked_archives(joined: tuple[Any, Any], *columns: Any, where: Any = ()) -> CTE:
+    """The archives of some items with their item's uuid, job and `columns`, locked in id
+    order (so two tasks never deadlock); `joined`: a table and its join condition."""
+    return (
+        select(_ARCHIVES.c.id, _ITEMS.c.uuid, _ITEMS.c.job_id, *columns)
+        .select_from(_ARCHIVES.join(_ITEMS, _ARCHIVES.c.item_id == _ITEMS.c.id).join(*joined))
+        .where(*where)
+        .order_by(_ARCHIVES.c.id)
+        .with_for_update(of=_ARCHIVES)
+        .cte("locked")
+    )
+
+
+def _start_statement() -> Select[Any]:
+    locked = _locked_archives(
+        (_JOBS, _ITEMS.c.job_id == _JOBS.c.id),
+        _ITEMS.c.preview_url,
+        _JOBS.c.public_id,
+        where=[_ITEMS.c.uuid == any_(bindparam("uuids", type_=ARRAY(_ITEMS.c.uuid.type)))],
+    )
+    taken = (
+        update(_ARCHIVES)
+        .where(
+            _ARCHIVES.c.id == locked.c.id,
+            _ARCHIVES.c.state == PENDING,
+            locked.c.preview_url != "",  # neither NULL nor empty: `not url`
+        )
+        .values(
+            attempts=_ARCHIVES.c.attempts + 1,
+            next_attempt_at=bindparam("leased_until", type_=UTCDateTime()),
+        )
+        .returning(_ARCHIVES.c.id, locked.c.uuid, locked.c.job_id, locked.c.preview_url)
+        .returning(locked.c.public_id)
+        .cte("taken")
+    )
+    # `attempts` is shown: every job with an archive taken changes.
+    return (
+        select(taken.c.uuid, taken.c.preview_url, taken.c.public_id)
+        .order_by(taken.c.id)
+        .add_cte(_touching(select(taken.c.job_id)))
+    )
+
+
+_START = _start_statement()
+
+
+def _start_in_one_statement(
+    connection: Connection, item_uuids: Sequence[str], *, now: datetime
+) -> list[Attempt]:
+    """`start_attempts` in one statement, committed as it returns."""
+    rows = connection.execute(
+        _START, {"uuids": list(item_uuids), "leased_until": now + LEASE}
+    ).all()
+    if len({row.public_id for row in rows}) == 1:
+        logs.bind(job_id=rows[0].public_id)
+    return [Attempt(uuid, url, f"{public_id}/{uuid}") for uuid, url, public_id in rows]
+
+
+def _record_statement() -> Select[Any]:
+    given = given_rows(
+        {
+            "uuid": _ITEMS.c.uuid.type,
+            **{name: _ARCHIVES.c[name].type for name in _KEPT},
+            "error": Text(),
+            "transient": Boolean(),
+        }
+    )
+    # The archive as it is once locked, to tell what changes; and what the task achieved.
+    locked = _locked_archives(
+        (given, given.c.uuid == _ITEMS.c.uuid),
+        *(_ARCHIVES.c[name].label(f"was_{name}") for name in RECORDED_SHOWN),
+        *(given.c[name] for name in (*_KEPT, "error", "transient")),
+    )
+    now = bindparam("now", type_=UTCDateTime())
+    kept = locked.c.storage_key.is_not(None)
+    retried = locked.c.transient & (_ARCHIVES.c.attempts < MAX_ATTEMPTS)
+    # When each attempt count's retry is due: `retry_delay`'s, computed by the caller.
+    dues = bindparam("due", type_=ARRAY(UTCDateTime()))
+    due = Grouping(cast(dues, ARRAY(UTCDateTime())))[_ARCHIVES.c.attempts + 1]
+
+    written = (
+        update(_ARCHIVES)
+        # What was kept is recorded whatever the archive's state; a failure only on a pending one.
+        .where(_ARCHIVES.c.id == locked.c.id, or_(kept, _ARCHIVES.c.state == PENDING))
+        .values({name: _case(kept, locked.c[name], _ARCHIVES.c[name]) for name in _KEPT})
+        .values(
+            state=_case(kept, ARCHIVED, _case(retried, _ARCHIVES.c.state, FAILED)),
+            archived_at=_case(kept, now, _ARCHIVES.c.archived_at),
+            last_error=_case(kept, None, locked.c.error),
+            next_attempt_at=_case(kept, None, _case(retried, due, None)),
+        )
+        .returning(_ARCHIVES.c.id, _ARCHIVES.c.state, locked.c.job_id)
+        .returning(
+            or_(
+                *(
+                    locked.c[f"was_{name}"].is_distinct_from(_ARCHIVES.c[name])
+                    for name in RECORDED_SHOWN
+                )
+            ).label("changed")
+        )
+        .cte("written")
+    )
+    return (
+        select(locked.c.uuid, func.coalesce(written.c.state, locked.c.was_state))
+        .select_from(locked.outerjoin(written, written.c.id == locked.c.id))
+        .add_cte(_touching(select(written.c.job_id).where(written.c.changed)))
+    )
+
+
+def _case(condition: Any, then: Any, otherwise: Any) -> Any:
+    return case((condition, then), else_=otherwise)
+
+
+_RECORD = _record_statement()
+
+
+def _record_in_one_statement(
+    connection: Connection, outcomes: Mapping[str, Kept | Failed], *, now: datetime
+) -> dict[str, str]:
+    """`record_outcomes` in one statement, committed as it returns."""
+    if not outcomes:
+        return {}
+    rows = []
+    for item_uuid, outcome in outcomes.items():
+        row: dict[str, Any] = dict.fromkeys((*_KEPT, "error", "transient"))
+        if isinstance(outcome, Kept):
+            fetched = outcome.fetched
+            row |= {"storage_key": outcome.key, "sha256": fetched.sha256, "size": len(fetched.data)}
+            row |= {"content_type": fetched.info.content_type}
+            row |= {"width": fetched.info.width, "height": fetched.info.height}
+        else:
+            row |= {"error": outcome.reason[:500], "transient": outcome.transient}
+        rows.append({"uuid": item_uuid, **row})
+    given = rows_document(rows, list(rows[0]))
+    due = [now + retry_delay(attempts) for attempts in range(MAX_ATTEMPTS)]
+    found = {
+        item_uuid: state
+        for item_uuid, state in connection.execute(_RECORD, {ROWS: given, "now": now, "due": due})
+    }
+    return {
+        item_uuid: found.get(item_uuid, ARCHIVED if isinstance(outcome, Kept) else FAILED)
+        for item_uuid, outcome in outcomes.items()
+    }
+
+
 def archive_items(
     db: Database,
     storage: Storage,
@@ -170,17 +376,25 @@ def archive_items(
 ) -> list[str | None]:
     """One attempt at archiving each item; the archives' states after it (None: skipped).
 
-    Two transactions in all: one takes the attempts, one keeps what they achieved. A task that
-    dies in between leaves its archives pending until their lease ends; then they are sent again.
+    Two transactions in all: one takes the attempts, one keeps what they achieved (on
+    PostgreSQL each a single statement). A task that dies in between leaves its archives
+    pending until their lease ends; then they are sent again.
     """
-    with db.transaction() as session:
-        attempts = start_attempts(session, item_uuids, now=clock())
+    if db.engine.dialect.name == "postgresql":
+        with db.connection(writes=True) as connection:
+            attempts = _start_in_one_statement(connection, item_uuids, now=clock())
+    else:
+        with db.transaction() as session:
+            attempts = start_attempts(session, item_uuids, now=clock())
     outcomes = {
         attempt.item_uuid: _attempt(storage, http, attempt, max_bytes=max_bytes, timeout=timeout)
         for attempt in attempts
     }
     states: dict[str, str] = {}
-    if outcomes:
+    if outcomes and db.engine.dialect.name == "postgresql":
+        with db.connection(writes=True) as connection:
+            states = _record_in_one_statement(connection, outcomes, now=clock())
+    elif outcomes:
         with db.transaction() as session:
             states = record_outcomes(session, outcomes, now=clock())
     for state in states.values():

@@ -1,18 +1,18 @@
 """Daily budgets of generations: the deployment's, and optionally one per API token.
 
 Every generation is paid, so a job is counted when it is created, in the transaction that
-creates it: a conditional UPDATE (`used < limit`) settles a race between web processes, and
+creates it: a conditional upsert (`used < limit`) settles a race between web processes, and
 a refused request rolls back whatever it counted. Days are UTC days.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import Insert, Integer, String, and_, literal, or_, select, union_all
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -69,25 +69,59 @@ def resets_at(now: datetime) -> datetime:
 
 def charge(session: Session, budgets: Iterable[Budget], *, now: datetime) -> None:
     """Count one generation against each budget, or raise BudgetExceeded for the first full one."""
+    listed = list(budgets)
+    statement = counting(listed, now=now, dialect=session.get_bind().dialect.name)
+    counted = session.scalars(statement).all() if statement is not None else ()
+    refuse_uncounted(listed, counted, now=now)
+
+
+def counting(budgets: Sequence[Budget], *, now: datetime, dialect: str) -> Insert | None:
+    """One statement that counts a generation against each budget with room left today and
+    returns the names of those it counted (None when no budget can be counted).
+
+    The conditional upsert settles a race between web processes; a budget's row of the day is
+    made with its first generation, so a limit of 0 never makes one. Rows are locked in the
+    order given (the deployment's first), so concurrent requests never wait on each other in
+    a circle.
+    """
+    possible = [budget for budget in budgets if budget.limit is None or budget.limit > 0]
+    if not possible:
+        return None
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     day = day_of(now)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # A SELECT per row rather than a VALUES list: SQLAlchemy caches its compiled form.
+    rows = [
+        select(
+            literal(budget.name, String).label("budget"),
+            literal(day, String).label("day"),
+            literal(1, Integer).label("used"),
+        )
+        for budget in possible
+    ]
+    room = or_(
+        *(
+            GenerationUsage.budget == budget.name
+            if budget.limit is None
+            else and_(GenerationUsage.budget == budget.name, GenerationUsage.used < budget.limit)
+            for budget in possible
+        )
+    )
+    return (
+        insert(GenerationUsage)
+        .from_select(["budget", "day", "used"], union_all(*rows) if len(rows) > 1 else rows[0])
+        .on_conflict_do_update(
+            index_elements=["budget", "day"],
+            set_={"used": GenerationUsage.used + 1},
+            where=room,
+        )
+        .returning(GenerationUsage.budget)
+    )
+
+
+def refuse_uncounted(budgets: Iterable[Budget], counted: Collection[str], *, now: datetime) -> None:
+    """Raise BudgetExceeded for the first budget `counting` did not count."""
     for budget in budgets:
-        session.execute(
-            insert(GenerationUsage)
-            .values(budget=budget.name, day=day, used=0)
-            .on_conflict_do_nothing(index_elements=["budget", "day"])
-        )
-        statement = update(GenerationUsage).where(
-            GenerationUsage.budget == budget.name, GenerationUsage.day == day
-        )
-        if budget.limit is not None:
-            statement = statement.where(GenerationUsage.used < budget.limit)
-        counted = session.execute(
-            statement.values(used=GenerationUsage.used + 1).execution_options(
-                synchronize_session=False
-            )
-        )
-        if not cast(CursorResult[Any], counted).rowcount:
+        if budget.name not in counted:
             raise BudgetExceeded(budget, resets_at(now))
 
 

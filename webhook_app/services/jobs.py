@@ -12,16 +12,26 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, insert, literal, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from webhook_app import changes
 from webhook_app.depositphotos.kinds.image_generation import ASPECT_RATIOS, MAX_PROMPT, MEDIUMS
 from webhook_app.infra import logs
 from webhook_app.infra.db import after_commit
 from webhook_app.infra.queue import SUBMIT_JOB
-from webhook_app.models import Delivery, Event, Job, JobItem, is_public_id, utcnow
+from webhook_app.models import (
+    Delivery,
+    Event,
+    Job,
+    JobItem,
+    is_public_id,
+    new_public_id,
+    utcnow,
+)
 from webhook_app.services import budgets as budgets_service
 from webhook_app.services import views
 from webhook_app.states import JobStatus
@@ -128,24 +138,22 @@ def create_job(
         raise InvalidField("Idempotency-Key", "must be 1 to 200 characters")
     if idempotency_key is not None and "\x00" in idempotency_key:
         raise InvalidField("Idempotency-Key", "must not contain NUL characters")
-    job = Job(
-        prompt=request.prompt,
-        aspect_ratio=request.aspect_ratio,
-        medium=request.medium,
-        meta=dict(request.metadata) if request.metadata else None,
-        idempotency_key=idempotency_key,
-        status=JobStatus.QUEUED.value,
-        created_at=now,
-        updated_at=now,
-        deadline_at=now + deadline,
-        attempts=0,
-        polls=0,
-    )
+    fields = {
+        "public_id": new_public_id(),
+        "prompt": request.prompt,
+        "aspect_ratio": request.aspect_ratio,
+        "medium": request.medium,
+        "meta": dict(request.metadata) if request.metadata else None,
+        "idempotency_key": idempotency_key,
+        "status": JobStatus.QUEUED.value,
+        "created_at": now,
+        "updated_at": now,
+        "deadline_at": now + deadline,
+        "attempts": 0,
+        "polls": 0,
+    }
     if idempotency_key is None:
-        budgets_service.charge(session, budgets, now=now)
-        session.add(job)
-        session.flush()
-        return _created(session, job, now, source), True
+        return _created(session, _insert(session, fields, budgets, now, source)), True
     existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
     if existing is not None:
         # A replay is answered without counting, even once the budget is used up.
@@ -156,9 +164,7 @@ def create_job(
         # The unique key settles a race between two requests with the same key; what was
         # counted for the loser is rolled back with its savepoint.
         with session.begin_nested():
-            budgets_service.charge(session, budgets, now=now)
-            session.add(job)
-            session.flush()
+            job = _insert(session, fields, budgets, now, source)
     except IntegrityError:
         existing = session.scalar(select(Job).where(Job.idempotency_key == idempotency_key))
         if existing is None:
@@ -166,14 +172,97 @@ def create_job(
         if not request.matches(existing):
             raise IdempotencyConflict(idempotency_key) from None
         return existing, False
-    return _created(session, job, now, source), True
+    return _created(session, job), True
 
 
-def _created(session: Session, job: Job, now: datetime, source: str) -> Job:
-    session.add(Event(job_id=job.id, at=now, source=source, from_status=None, to_status=job.status))
+def _insert(
+    session: Session,
+    fields: dict[str, Any],
+    budgets: Sequence[budgets_service.Budget],
+    now: datetime,
+    source: str,
+) -> Job:
+    """Count a new job against the budgets, insert it and its first event."""
+    if session.get_bind().dialect.name == "postgresql":
+        job = _insert_in_one_statement(session, fields, budgets, now, source)
+    else:
+        budgets_service.charge(session, budgets, now=now)
+        job = Job(**fields)
+        session.add(job)
+        session.flush()
+        session.add(Event(job_id=job.id, at=now, source=source, to_status=job.status))
+    # A new job has no items: showing it reads none.
+    set_committed_value(job, "items", [])
+    return job
+
+
+def _insert_in_one_statement(
+    session: Session,
+    fields: dict[str, Any],
+    budgets: Sequence[budgets_service.Budget],
+    now: datetime,
+    source: str,
+) -> Job:
+    """The budgets' counts, the job and its event in one statement: the job is inserted only
+    if every budget counted it, at version 1 and at this transaction's change position."""
+    values: dict[str, Any] = {
+        name: literal(value, Job.__mapper__.columns[name].type)
+        for name, value in {**_SCALAR_DEFAULTS, **fields}.items()
+    }
+    values.update(version=literal(1), change_seq=changes.next_change_seq())
+    rows = select(*values.values())
+    counting = budgets_service.counting(budgets, now=now, dialect="postgresql")
+    if counting is None:  # no budget, or none that could count it
+        budgets_service.refuse_uncounted(budgets, (), now=now)
+    else:
+        counted = counting.cte("counted")
+        rows = rows.where(
+            select(func.count()).select_from(counted).scalar_subquery() == len(budgets)
+        )
+    created = (
+        insert(Job)
+        .from_select([getattr(Job, name) for name in values], rows, include_defaults=False)
+        .returning(*_JOBS.c)
+        .cte("created")
+    )
+    noted = insert(Event).from_select(
+        ["job_id", "at", "source", "to_status"],
+        select(created.c.id, literal(now, _EVENTS.c.at.type), literal(source), created.c.status),
+    )
+    loaded = select(Job).options(lazyload(Job.items))
+    if counting is None:
+        statement = select(created).add_cte(noted.cte("noted"))
+        job = session.scalars(loaded.from_statement(statement)).one()
+    else:
+        # One row even when the job was refused: it names the budgets that counted it.
+        tally = select(func.array_agg(counted.c.budget).label("counted")).subquery("tally")
+        statement = (
+            select(created, tally.c.counted)
+            .select_from(tally.outerjoin(created, true()))
+            .add_cte(noted.cte("noted"))
+        )
+        job, names = session.execute(
+            loaded.add_columns(tally.c.counted).from_statement(statement)
+        ).one()
+        if job is None:
+            budgets_service.refuse_uncounted(budgets, names or (), now=now)
+    changes.inserted(session, job)
+    return job
+
+
+def _created(session: Session, job: Job) -> Job:
     after_commit(session, SUBMIT_JOB, job.id, if_unsent=partial(mark_not_enqueued, job_id=job.id))
     return job
 
+
+_JOBS: Table = Job.__table__  # type: ignore[assignment]
+_EVENTS: Table = Event.__table__  # type: ignore[assignment]
+# An INSERT inside a WITH gets none of the columns' Python defaults: the plain ones are given.
+_SCALAR_DEFAULTS = {
+    name: column.default.arg
+    for name, column in Job.__mapper__.columns.items()
+    if isinstance(column.default, ScalarElementColumnDefault)
+}
 
 NOT_ENQUEUED = "not_enqueued"
 

@@ -77,6 +77,12 @@ def _subscriptions(session: Session) -> list[Subscription]:
 _SUBSCRIBED = "webhook_app.subscriptions"
 
 
+def known_subscriptions(session: Session, subscriptions: Sequence[Subscription]) -> None:
+    """Every subscription, as the caller read them in this transaction (or found there are
+    none): `notify_finished` need not read them."""
+    session.info.setdefault(_SUBSCRIBED, list(subscriptions))
+
+
 @event.listens_for(Session, "after_transaction_end")
 def _forget_subscriptions(session: Session, _transaction: Any) -> None:
     session.info.pop(_SUBSCRIBED, None)

@@ -8,7 +8,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import inspect
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from webhook_app.depositphotos.reports import Report
 from webhook_app.infra.db import after_commit
@@ -92,13 +94,20 @@ def advance(job: Any, target: JobStatus, now: datetime) -> None:
         job.next_check_at = None
 
 
-def announce(session: Session, job_id: int, target: JobStatus) -> None:
-    """Ask for what follows a job reaching `target`, once the transaction has committed."""
+def announce(session: Session, job: Any, target: JobStatus) -> None:
+    """Ask for what follows a job (a Job or a plain copy of its row and items) reaching
+    `target`, once the transaction has committed. The messages carry what their tasks would
+    otherwise read back: the job's duration, its items' uuids."""
     if target in TERMINAL:
-        after_commit(session, JOB_FINISHED, (job_id, target.value), gathered=50)
+        if job.created_at is not None and job.finished_at is not None:
+            seconds = (job.finished_at - job.created_at).total_seconds()
+            after_commit(session, JOB_FINISHED, (job.id, target.value, seconds), gathered=50)
+        else:
+            after_commit(session, JOB_FINISHED, (job.id, target.value), gathered=50)
     if target is JobStatus.COMPLETED:
         # Each job's items are looked up one call each: a few jobs per task keep it short.
-        after_commit(session, ENRICH_JOB, job_id, gathered=8)
+        items = tuple(item.uuid for item in sorted(job.items, key=lambda item: item.position))
+        after_commit(session, ENRICH_JOB, (job.id, items), gathered=8)
 
 
 def _moved(
@@ -122,7 +131,7 @@ def _moved(
     target = JobStatus(job.status)
     if target in TERMINAL:
         notify_finished(session, job, target.value, now=now)
-    announce(session, job.id, target)
+    announce(session, job, target)
 
 
 @dataclass(frozen=True)
@@ -150,18 +159,25 @@ def apply_report(
     def new_item(uuid: str, position: int) -> JobItem:
         return JobItem(job_id=job.id, position=position, uuid=uuid)
 
-    merged = merge_report(job, report, now=now, recheck_after=recheck_after, new_item=new_item)
-    # The upstream keeps previews only for a while: archive each as soon as its URL is known.
-    request_archives(session, merged.previewed, now=now)
-    if merged.moved_from is not None:
-        _moved(
-            session,
-            job,
-            merged.moved_from,
-            source,
-            now,
-            {**(merged.detail or {}), **(detail or {})},
-        )
+    if job.generation_uuid is None and "items" in inspect(job).unloaded:
+        # Items are only ever added with the generation's uuid, by the holder of the job's
+        # lock: a job without one has none to read.
+        set_committed_value(job, "items", [])
+    # Written once, at the commit: a flush halfway would write the job twice.
+    with session.no_autoflush:
+        merged = merge_report(job, report, now=now, recheck_after=recheck_after, new_item=new_item)
+        # The upstream keeps previews only for a while: archive each as soon as its URL is
+        # known.
+        request_archives(session, merged.previewed, now=now)
+        if merged.moved_from is not None:
+            _moved(
+                session,
+                job,
+                merged.moved_from,
+                source,
+                now,
+                {**(merged.detail or {}), **(detail or {})},
+            )
     return merged.applied
 
 

@@ -51,16 +51,23 @@ def ensure_row(session: Session) -> None:
     )
 
 
+# What a pause is read from; a reader of other rows may read them along (an outer join).
+PAUSE_COLUMNS = (
+    UpstreamState.paused_since,
+    UpstreamState.pause_reason,
+    UpstreamState.probe_at,
+    UpstreamState.probe_failures,
+)
+
+
 def current_pause(session: Session) -> Pause | None:
-    row = session.execute(
-        select(
-            UpstreamState.paused_since,
-            UpstreamState.pause_reason,
-            UpstreamState.probe_at,
-            UpstreamState.probe_failures,
-        ).where(UpstreamState.name == NAME)
-    ).first()
-    if row is None or row.paused_since is None:
+    row = session.execute(select(*PAUSE_COLUMNS).where(UpstreamState.name == NAME)).first()
+    return None if row is None else pause_of(row)
+
+
+def pause_of(row: Any) -> Pause | None:
+    """The pause a row read with PAUSE_COLUMNS describes, if it is one."""
+    if row.paused_since is None:
         return None
     return Pause(row.paused_since, row.pause_reason or {}, row.probe_at, row.probe_failures)
 
