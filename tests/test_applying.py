@@ -89,6 +89,27 @@ def test_the_receiver_keeps_a_delivery_in_one_statement_and_applies_nothing(
     assert apply(db, settings) == {"applied": 1}
 
 
+def test_a_batch_claims_its_deliveries_and_locks_their_jobs_in_one_statement(
+    raw: Any, db: Any, auth: dict[str, str], settings: Settings
+) -> None:
+    jobs = [new_job(raw, auth) for _ in range(3)]
+    for job_id in jobs:
+        assert post(raw, job_id, generation("preview")).status_code == 200
+    with recorded_statements(db) as statements:
+        assert apply(db, settings) == {"applied": 3}
+    reads = [
+        sql
+        for sql in statements
+        if sql.lstrip().startswith(("SELECT", "WITH")) and "next_change_seq" not in sql
+    ]
+    # The claim with its jobs, then the items (and the change position, on SQLite): no
+    # statement of its own for the jobs.
+    assert len(reads) == 2, reads
+    assert "FROM deliveries" in reads[0] and "FROM jobs" in reads[0], reads[0]
+    assert "job_items" in reads[1], reads[1]
+    assert [job_row(db, job_id).status for job_id in jobs] == ["processing"] * 3
+
+
 def test_one_batch_applies_many_jobs_and_asks_for_their_archives_together(
     raw: Any, db: Any, auth: dict[str, str], enqueuer: RecordingEnqueuer, settings: Settings
 ) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, insert, select, text
+from sqlalchemy import Row, Select, Table, bindparam, insert, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
@@ -77,18 +77,34 @@ _MERGED = (
     "next_check_at",
     "updated_at",
 )
-# Every job of a batch locked in one statement, in id order (so appliers never deadlock);
-# the items are read by a second statement, once the locks are held. FOR NO KEY UPDATE: the
-# receiver's insert of a delivery takes a key-share lock on its job, which this must not wait
-# for (nor make the receiver wait for, or the two would deadlock over a repeated delivery).
-# Plain rows, not ORM objects, and plain statements to write them back: a batch is a few
-# executemany statements.
-_LOCK_JOBS = (
-    select(_JOBS.c.id, *(_JOBS.c[name] for name in _MERGED), _JOBS.c.created_at)
-    .where(_JOBS.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(_JOBS.c.id)
-    .with_for_update(key_share=True)
-)
+# The claimed deliveries and every job of the batch, locked in one statement: the jobs in id
+# order (so appliers never deadlock), after the deliveries, as they were before; the items
+# are read by a second statement, once the locks are held. FOR NO KEY UPDATE: the receiver's
+# insert of a delivery takes a key-share lock on its job, which this must not wait for (nor
+# make the receiver wait for, or the two would deadlock over a repeated delivery). Plain
+# rows, not ORM objects, and plain statements to write them back: a batch is a few
+# statements.
+_JOB_COLUMNS = ("id", *_MERGED, "created_at")
+
+
+def _claiming(claim: Select[Any]) -> Select[Any]:
+    claimed = claim.cte("claimed")
+    locked = (
+        select(*(_JOBS.c[name] for name in _JOB_COLUMNS))
+        .where(_JOBS.c.id.in_(select(claimed.c.job_id)))
+        .order_by(_JOBS.c.id)
+        .with_for_update(key_share=True)
+        .cte("locked")
+    )
+    return (
+        select(claimed, *(locked.c[name].label(f"locked_{name}") for name in _JOB_COLUMNS))
+        .join(locked, locked.c.id == claimed.c.job_id)
+        .order_by(locked.c.id, claimed.c.id)
+    )
+
+
+_CLAIM_AND_LOCK = _claiming(_CLAIM)
+_CLAIM_OLD_AND_LOCK = _claiming(_CLAIM_OLD)
 _READ_ITEMS = (
     select(
         _ITEMS.c.job_id,
@@ -301,14 +317,14 @@ def _apply_batch(
     *,
     isolated: bool,
 ) -> Counter[str]:
-    claim = _CLAIM if received_before is None else _CLAIM_OLD
+    claim = _CLAIM_AND_LOCK if received_before is None else _CLAIM_OLD_AND_LOCK
     claimed = session.execute(claim, {"limit": limit, "before": received_before}).all()
     if not claimed:
         return Counter()
     by_job: dict[int, list[Any]] = {}
     for row in claimed:
         by_job.setdefault(row.job_id, []).append(row)
-    jobs = _lock(session, list(by_job))
+    jobs = _with_items(session, [_locked_job(rows[0]) for rows in by_job.values()])
     now = utcnow()
     reports = {job.id: [_read(row) for row in by_job[job.id]] for job in jobs}
     applied: dict[int, list[Applied]] = {}
@@ -329,12 +345,13 @@ def _apply_batch(
     return outcomes
 
 
-def _lock(session: Session, job_ids: list[int]) -> list[_Job]:
-    connection = session.connection()
-    jobs = {
-        row.id: _Job(**row._mapping) for row in connection.execute(_LOCK_JOBS, {"ids": job_ids})
-    }
-    for row in connection.execute(_READ_ITEMS, {"ids": list(jobs)}):
+def _locked_job(row: Row[Any]) -> _Job:
+    return _Job(**{name: getattr(row, f"locked_{name}") for name in _JOB_COLUMNS})
+
+
+def _with_items(session: Session, locked: list[_Job]) -> list[_Job]:
+    jobs = {job.id: job for job in locked}
+    for row in session.connection().execute(_READ_ITEMS, {"ids": list(jobs)}):
         item = _Item(
             row.job_id,
             row.uuid,
@@ -345,7 +362,7 @@ def _lock(session: Session, job_ids: list[int]) -> list[_Job]:
             row.archived,
         )
         jobs[row.job_id].items.append(item)
-    return list(jobs.values())
+    return locked
 
 
 def _apply_jobs(
