@@ -19,7 +19,7 @@ from bench import database
 from bench.figures import Figure, ratio, verdict
 from bench.freshness import Freshness
 from bench.http_load import write_requests
-from bench.kit import Kit, round_trips
+from bench.kit import Kit, Measured, round_trips
 from bench.system import cpu_seconds, load_average, tree
 from webhook_app.infra.callback_tokens import callback_token
 from webhook_app.tools.stack import free_port
@@ -161,6 +161,7 @@ class Ingestion:
             errors += measured.load.errors
             cpu_lines["receiver"] = measured.cpu.summary()
             main_cpu = measured.cpu
+            main_measured = measured
             kit.findings.memory.append(
                 ("gunicorn (service)", f"load {rep + 1}", kit.rss(f"web-{plan.web_workers}"))
             )
@@ -282,7 +283,7 @@ class Ingestion:
                 "INSERT ... SELECT ... ON CONFLICT that finds the job and keeps the delivery, "
                 "the request's log line and its metrics, under gunicorn's own handling of the "
                 "request (the receiver answers in front of Flask); beside it, the database's "
-                "work and the applier's.",
+                "work and the applier's. " + cpu_budget(main_measured, naive, noop),
             ]
         out += [
             "",
@@ -382,3 +383,26 @@ def start_web(kit: Kit, workers: int, name: str | None = None) -> str:
     url = f"http://127.0.0.1:{port}"
     kit.wait_ready(name, lambda: requests.get(f"{url}/readyz", timeout=1).ok)
     return url
+
+
+def cpu_budget(measured: Measured, naive: Figure, noop: Figure) -> str:
+    """Where the CPU of the receiver's last load went, per answered callback, and how much of it
+    the targets leave, if every core stays busy."""
+    cores = os.cpu_count() or 1
+    spent = {
+        name: measured.cpu_ms(name)
+        for name, share in sorted(measured.cpu.cores.items(), key=lambda item: -item[1])
+        if share >= 0.01
+    }
+    other = measured.per_request(
+        max(0.0, measured.cpu.busy - sum(measured.cpu.cores.values())) * measured.cpu.wall * 1000
+    )
+    total = sum(spent.values()) + other
+    wanted = max(1.5 * naive.median, 0.35 * noop.median)
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in spent.items())
+    return (
+        f"Per answered callback the whole machine spent {total:.2f} ms of CPU ({parts}, "
+        f"processes outside the kit {other:.2f}); both throughput targets together ask for "
+        f"{wanted:.0f} req/s, which {cores} busy cores allow at {cores * 1000 / wanted:.2f} ms "
+        "per callback."
+    )
