@@ -278,7 +278,7 @@ def test_applier_killed_mid_batch_leaves_every_delivery_to_the_next(postgres_sta
                     text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = :name "
                         "AND wait_event_type = 'Lock' "
-                        "AND query LIKE 'SELECT jobs.%FOR NO KEY UPDATE%'"
+                        "AND query LIKE 'WITH claimed AS %FOR NO KEY UPDATE%'"
                     ),
                     {"name": name},
                 ).scalar_one()

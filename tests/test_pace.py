@@ -89,18 +89,29 @@ class Clock:
         return self.now
 
 
-def assert_paces(pacer: Any, advance: Any) -> None:
-    """Slots one interval (0.25 s) apart, in turn; a back-off pushes every slot past it."""
-    waits = [pacer.reserve(math.inf) for _ in range(4)]
-    assert waits == pytest.approx([0, 0.25, 0.5, 0.75], abs=0.05)
+def assert_paces(pacer: Any, advance: Any, now: Any) -> None:
+    """Slots one interval (0.25 s) apart, in turn; a back-off pushes every slot past it.
+
+    Each slot is `now()`, read just before its reservation, plus the wait: a busy machine
+    that delays a reservation shortens its wait, never moves its slot.
+    """
+
+    def slot(limit: float) -> float:
+        began = now()
+        return float(began + pacer.reserve(limit))
+
+    first = slot(math.inf)
+    slots = [first] + [slot(math.inf) for _ in range(3)]
+    assert [at - first for at in slots] == pytest.approx([0, 0.25, 0.5, 0.75], abs=0.05)
     # Too far ahead: told how long, nothing reserved.
-    assert pacer.reserve(0.1) == pytest.approx(1.0, abs=0.05)
-    assert pacer.reserve(0.1) == pytest.approx(1.0, abs=0.05)
+    assert slot(0.1) - first == pytest.approx(1.0, abs=0.05)
+    assert slot(0.1) - first == pytest.approx(1.0, abs=0.05)
     advance(1.0)
     assert pacer.reserve(math.inf) == pytest.approx(0, abs=0.05)
+    backed_off = now()
     pacer.back_off(3.0)
-    assert pacer.slowed_for() == pytest.approx(3.0, abs=0.1)
-    assert pacer.reserve(math.inf) == pytest.approx(3.0, abs=0.1)
+    assert now() + pacer.slowed_for() - backed_off == pytest.approx(3.0, abs=0.1)
+    assert slot(math.inf) - backed_off == pytest.approx(3.0, abs=0.1)
 
 
 def test_the_database_pace(database: Database) -> None:
@@ -110,7 +121,7 @@ def test_the_database_pace(database: Database) -> None:
     def advance(seconds: float) -> None:
         clock.now += seconds
 
-    assert_paces(DatabasePacer(database, 4.0, clock=clock), advance)
+    assert_paces(DatabasePacer(database, 4.0, clock=clock), advance, clock)
 
 
 def test_the_redis_pace(redis_url: str) -> None:
@@ -121,7 +132,7 @@ def test_the_redis_pace(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     prefix = f"webhook_app:test-{secrets.token_hex(6)}:pace"
     try:
-        assert_paces(RedisPacer(client, 4.0, prefix=prefix), time.sleep)
+        assert_paces(RedisPacer(client, 4.0, prefix=prefix), time.sleep, time.time)
     finally:
         client.delete(f"{prefix}:next-call", f"{prefix}:slow-until")
 
