@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,28 +153,39 @@ def test_an_idempotent_replay_is_not_counted_even_over_budget(session: Session) 
     assert budgets.used_today(session, [budget.name], now=NOW) == {budget.name: 1}
 
 
-def test_web_processes_racing_for_the_last_generations_never_overspend(
-    database: Database,
-) -> None:
-    budget = fresh_budget(5)
+def race(attempt: Callable[[], None], threads: int = 8, tries: int = 3) -> list[bool]:
+    """Each of `threads` threads, started together, makes `tries` attempts; whether each was
+    granted (False: refused by a budget)."""
     granted: list[bool] = []
-    start = threading.Barrier(8)
+    start = threading.Barrier(threads)
 
-    def spend() -> None:
+    def run() -> None:
         start.wait()
-        for _ in range(3):
+        for _ in range(tries):
             try:
-                with database.transaction() as session:
-                    budgets.charge(session, [budget], now=utcnow())
+                attempt()
                 granted.append(True)
             except budgets.BudgetExceeded:
                 granted.append(False)
 
-    threads = [threading.Thread(target=spend) for _ in range(8)]
-    for thread in threads:
+    running = [threading.Thread(target=run) for _ in range(threads)]
+    for thread in running:
         thread.start()
-    for thread in threads:
+    for thread in running:
         thread.join()
+    return granted
+
+
+def test_web_processes_racing_for_the_last_generations_never_overspend(
+    database: Database,
+) -> None:
+    budget = fresh_budget(5)
+
+    def spend() -> None:
+        with database.transaction() as session:
+            budgets.charge(session, [budget], now=utcnow())
+
+    granted = race(spend)
     assert granted.count(True) == 5 and granted.count(False) == 19
     with database.read() as session:
         assert budgets.used_today(session, [budget.name], now=utcnow()) == {budget.name: 5}
@@ -184,30 +196,18 @@ def test_jobs_racing_for_the_last_generations_are_created_only_while_every_budge
 ) -> None:
     unlimited, limited = fresh_budget(None), fresh_budget(5)
     prompt = f"racing {limited.name}"
-    granted: list[bool] = []
-    start = threading.Barrier(8)
 
     def create() -> None:
-        start.wait()
-        for _ in range(3):
-            try:
-                with database.transaction() as session:
-                    create_job(
-                        session,
-                        JobRequest(prompt),
-                        now=utcnow(),
-                        deadline=timedelta(hours=1),
-                        budgets=[unlimited, limited],
-                    )
-                granted.append(True)
-            except budgets.BudgetExceeded:
-                granted.append(False)
+        with database.transaction() as session:
+            create_job(
+                session,
+                JobRequest(prompt),
+                now=utcnow(),
+                deadline=timedelta(hours=1),
+                budgets=[unlimited, limited],
+            )
 
-    threads = [threading.Thread(target=create) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    granted = race(create)
     assert granted.count(True) == 5 and granted.count(False) == 19
     with database.read() as session:
         made = session.scalar(select(func.count()).select_from(Job).where(Job.prompt == prompt))
