@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from tests.common.doubles import RecordingEnqueuer
-from tests.common.statements import recorded_statements
-from webhook_app.infra.db import Database
+from tests.common.statements import round_trips
 from webhook_app.infra.queue import SUBMIT_JOB
 from webhook_app.models import Job, utcnow
 from webhook_app.settings import Settings
@@ -45,37 +42,13 @@ def test_create_returns_202_with_links_and_enqueues_one_submission(
     assert [name for name, _ in enqueuer.sent] == [SUBMIT_JOB]
 
 
-@contextmanager
-def round_trips(db: Database) -> Iterator[list[str]]:
-    """The statements `db` sends while the block runs, each transaction's BEGIN and COMMIT
-    among them (psycopg sends those itself, so they are counted by the engine's events)."""
-
-    def began(_connection: Any) -> None:
-        seen.append("BEGIN")
-
-    def committed(_connection: Any) -> None:
-        seen.append("COMMIT")
-
-    with recorded_statements(db) as seen:
-        postgres = db.engine.dialect.name == "postgresql"
-        if postgres:
-            event.listen(db.engine, "begin", began)
-            event.listen(db.engine, "commit", committed)
-        try:
-            yield seen
-        finally:
-            if postgres:
-                event.remove(db.engine, "begin", began)
-                event.remove(db.engine, "commit", committed)
-
-
 def test_creating_a_job_costs_postgresql_three_round_trips(
     app: Any, client: Any, auth: dict[str, str], enqueuer: RecordingEnqueuer
 ) -> None:
     """BEGIN, one statement (the budget's count, the job, its first event), COMMIT."""
     db = app.extensions["webhook_app"].db
     create(client, auth, {"prompt": "the pool's first connection"})
-    with round_trips(db) as sent:
+    with round_trips(db) as trips:
         response = create(client, auth, {"prompt": "a fox", "metadata": {"team": "design"}})
     assert response.status_code == 202
     job = response.get_json()
@@ -84,9 +57,9 @@ def test_creating_a_job_costs_postgresql_three_round_trips(
         response.headers["ETag"] == client.get(job["links"]["self"], headers=auth).headers["ETag"]
     )
     assert enqueuer.sent[-1][0] == SUBMIT_JOB
-    assert not [sql for sql in sent if "job_items" in sql]  # a new job has no items to read
+    assert not [sql for sql in trips.sent if "job_items" in sql]  # a new job has no items to read
     if db.engine.dialect.name == "postgresql":
-        assert len(sent) == 3, sent
+        assert len(trips.sent) == 3, trips.sent
 
 
 def test_same_idempotency_key_returns_the_same_job_and_submits_nothing_new(

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from tests.common.factories import T0, generation, make_job
-from tests.common.statements import recorded_statements
+from tests.common.statements import round_trips
 from webhook_app import changes
 from webhook_app.archive.fetch import Fetched
 from webhook_app.archive.images import ImageInfo
@@ -161,28 +161,22 @@ def test_the_items_of_one_message_are_archived_together_in_two_round_trips(
     data = sandbox_generation(sandbox)
     public_id, uuids, _ = job_with(database, data)
     before = version_of(database, uuids[0])
-    transactions: list[Any] = []
-    count = transactions.append
-    event.listen(database.engine, "commit", count)
-    try:
-        with recorded_statements(database) as seen:
-            states = archive.archive_items(
-                database,
-                storage,
-                requests.Session(),
-                [*uuids, "no-such-item"],
-                clock=Clock(),
-                max_bytes=1024 * 1024,
-                timeout=5,
-            )
-    finally:
-        event.remove(database.engine, "commit", count)
+    with round_trips(database) as trips:
+        states = archive.archive_items(
+            database,
+            storage,
+            requests.Session(),
+            [*uuids, "no-such-item"],
+            clock=Clock(),
+            max_bytes=1024 * 1024,
+            timeout=5,
+        )
     assert states == [archive.ARCHIVED] * len(uuids) + [None]
     if database.engine.dialect.name == "postgresql":
         # Take the attempts, keep what they achieved: a statement each, committed as it returns.
-        assert (len(seen), len(transactions)) == (2, 0), seen
+        assert (len(trips.statements), trips.transactions) == (2, 0), trips.statements
     else:
-        assert len(transactions) == 2
+        assert trips.transactions == 2
     # Both are changes of the job (attempts, then state): its version moved, and its position.
     after = version_of(database, uuids[0])
     assert after[0] == before[0] + 2 and after[1] > before[1]

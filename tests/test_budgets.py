@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tests.common.doubles import RecordingEnqueuer
-from tests.test_api import round_trips
+from tests.common.statements import round_trips
 from webhook_app.infra.db import Database
 from webhook_app.infra.queue import SUBMIT_JOB
 from webhook_app.models import Event, Job, utcnow
@@ -101,7 +101,7 @@ def test_a_job_its_event_and_its_budgets_are_one_statement_on_postgresql(
     database: Database,
 ) -> None:
     deployment, token = fresh_budget(None), fresh_budget(2)
-    with round_trips(database) as sent, database.transaction() as session:
+    with round_trips(database) as trips, database.transaction() as session:
         job, created = create_job(
             session,
             JobRequest("a fox", medium="art"),
@@ -111,7 +111,7 @@ def test_a_job_its_event_and_its_budgets_are_one_statement_on_postgresql(
         )
         assert session.info["after_commit"] == {(SUBMIT_JOB, (job.id,)): None}
     if database.engine.dialect.name == "postgresql":
-        assert len(sent) == 3, sent  # BEGIN, the statement, COMMIT
+        assert len(trips.sent) == 3, trips.sent  # BEGIN, the statement, COMMIT
     with database.read() as session:
         stored = session.get(Job, job.id)
         assert stored is not None and created

@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import event, select
+from sqlalchemy import select
 
-import workers.context
 from tests.common.databases import new_database_url
-from tests.common.doubles import TEST_SECRET, TEST_TOKEN, RecordingEnqueuer
+from tests.common.doubles import RecordingEnqueuer, use_worker
 from tests.common.factories import T0, generation, make_job
-from tests.common.statements import recorded_statements
+from tests.common.statements import round_trips
 from webhook_app.depositphotos.client import RateLimited
 from webhook_app.depositphotos.kinds.image_generation import read_generation
 from webhook_app.infra.db import Database, follow_ups
 from webhook_app.infra.queue import ENRICH_JOB, JOB_FINISHED
 from webhook_app.models import Job, JobItem
 from webhook_app.services.progress import apply_report
-from webhook_app.settings import Settings
-from workers.context import WorkerContext
 from workers.tasks import enrich_job, job_finished
 
 FINISHED_AT = T0 + timedelta(seconds=42.5)
@@ -61,22 +57,6 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     database = Database(url)
     yield database
     database.dispose()
-
-
-def use_worker(
-    db: Database, monkeypatch: pytest.MonkeyPatch, upstream: Upstream, **settings: Any
-) -> WorkerContext:
-    configured = Settings(
-        environment="test",
-        database_url=str(db.engine.url),
-        public_base_url="http://testserver",
-        callback_secrets=(TEST_SECRET,),
-        api_tokens=(TEST_TOKEN,),
-        **settings,
-    )
-    ctx = WorkerContext(configured, db, upstream, Hooks(), None, None, None)  # type: ignore[arg-type]
-    monkeypatch.setattr(workers.context, "_context", ctx)
-    return ctx
 
 
 def completed_job(db: Database) -> tuple[int, list[str], dict[str, tuple[Any, ...]]]:
@@ -120,29 +100,6 @@ def media(db: Database, job_id: int) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in rows]
 
 
-class Counted:
-    def __init__(self) -> None:
-        self.statements: list[str] = []
-        self.transactions = 0
-
-
-@contextmanager
-def round_trips(db: Database) -> Iterator[Counted]:
-    """The statements and the transactions `db` sends while the block runs."""
-    counted = Counted()
-
-    def committed(_connection: Any) -> None:
-        counted.transactions += 1
-
-    event.listen(db.engine, "commit", committed)
-    try:
-        with recorded_statements(db) as seen:
-            yield counted
-        counted.statements = [s for s in seen if not s.startswith(("BEGIN", "COMMIT"))]
-    finally:
-        event.remove(db.engine, "commit", committed)
-
-
 def test_a_completed_job_asks_for_its_follow_ups_with_what_they_need(job: Any) -> None:
     job_id, uuids, asked = job
     assert asked[JOB_FINISHED] == [[job_id, "completed", 42.5]]
@@ -154,17 +111,17 @@ def test_the_media_data_is_kept_in_one_round_trip(
 ) -> None:
     job_id, uuids, asked = job
     upstream = Upstream()
-    use_worker(db, monkeypatch, upstream)
+    use_worker(db, monkeypatch, upstream, Hooks())
     before = position(db, job_id)
-    with round_trips(db) as counted:
+    with round_trips(db) as trips:
         enrich_job(*asked[ENRICH_JOB])
     assert upstream.asked == uuids  # nothing read first: the message lists the items
     assert media(db, job_id) == [(1024, 768, "image")] * 4
     if db.engine.dialect.name == "postgresql":
         # The job's version and the items, in one statement committed as it returns.
-        assert (len(counted.statements), counted.transactions) == (1, 0), counted.statements
+        assert (len(trips.statements), trips.transactions) == (1, 0), trips.statements
     else:
-        assert counted.transactions == 1
+        assert trips.transactions == 1
     after = position(db, job_id)
     assert after[0] == before[0] + 1 and after[1] > before[1]
 
@@ -173,13 +130,13 @@ def test_what_was_learned_is_kept_and_a_retry_asks_only_for_the_rest(
     db: Database, monkeypatch: pytest.MonkeyPatch, job: Any
 ) -> None:
     job_id, uuids, asked = job
-    use_worker(db, monkeypatch, Upstream(refused=frozenset(uuids[2:3])))
+    use_worker(db, monkeypatch, Upstream(refused=frozenset(uuids[2:3])), Hooks())
     with pytest.raises(RateLimited):
         enrich_job(*asked[ENRICH_JOB])
     assert media(db, job_id)[:3] == [(1024, 768, "image"), (1024, 768, "image"), (None,) * 3]
 
     upstream = Upstream()
-    use_worker(db, monkeypatch, upstream)
+    use_worker(db, monkeypatch, upstream, Hooks())
     enrich_job.apply(args=asked[ENRICH_JOB], retries=1, throw=True)
     assert upstream.asked == uuids[2:]  # read again on a retry: what is known is not asked
     assert media(db, job_id) == [(1024, 768, "image")] * 4
@@ -190,14 +147,14 @@ def test_a_message_of_an_earlier_release_reads_the_items(
 ) -> None:
     jobs = [completed_job(db) for _ in range(2)]
     upstream = Upstream()
-    use_worker(db, monkeypatch, upstream)
-    with round_trips(db) as counted:
+    use_worker(db, monkeypatch, upstream, Hooks())
+    with round_trips(db) as trips:
         enrich_job(*[job_id for job_id, _, _ in jobs])
     assert upstream.asked == [u for _, uuids, _ in jobs for u in uuids]
     for job_id, _, _ in jobs:
         assert media(db, job_id) == [(1024, 768, "image")] * 4
     if db.engine.dialect.name == "postgresql":
-        assert (len(counted.statements), counted.transactions) == (2, 0), counted.statements
+        assert (len(trips.statements), trips.transactions) == (2, 0), trips.statements
 
 
 def observed(status: str) -> tuple[float, float]:
@@ -212,11 +169,11 @@ def test_a_finished_job_is_counted_without_a_round_trip(
     db: Database, monkeypatch: pytest.MonkeyPatch, job: Any
 ) -> None:
     _, _, asked = job
-    use_worker(db, monkeypatch, Upstream())
+    use_worker(db, monkeypatch, Upstream(), Hooks())
     count, total = observed("completed")
-    with round_trips(db) as counted:
+    with round_trips(db) as trips:
         job_finished(*asked[JOB_FINISHED])
-    assert (len(counted.statements), counted.transactions) == (0, 0)
+    assert (len(trips.statements), trips.transactions) == (0, 0)
     assert observed("completed") == (count + 1, total + 42.5)
 
 
@@ -227,12 +184,12 @@ def test_messages_of_earlier_releases_read_the_durations(
     db: Database, monkeypatch: pytest.MonkeyPatch, job: Any, shape: str
 ) -> None:
     job_id = job[0]
-    use_worker(db, monkeypatch, Upstream())
+    use_worker(db, monkeypatch, Upstream(), Hooks())
     count, total = observed("completed")
     args = [[job_id, "completed"]] if shape == "pairs" else [job_id, "completed"]
-    with round_trips(db) as counted:
+    with round_trips(db) as trips:
         job_finished(*args)
-    assert len(counted.statements) == 1
+    assert len(trips.statements) == 1
     assert observed("completed") == (count + 1, total + 42.5)
 
 
@@ -240,7 +197,7 @@ def test_a_hook_is_told_the_job_and_its_items(
     db: Database, monkeypatch: pytest.MonkeyPatch, job: Any
 ) -> None:
     job_id, uuids, asked = job
-    ctx = use_worker(db, monkeypatch, Upstream(), on_job_done_task="other.done")
+    ctx = use_worker(db, monkeypatch, Upstream(), Hooks(), on_job_done_task="other.done")
     count, total = observed("completed")
     job_finished(*asked[JOB_FINISHED], [10**9, "failed"])  # a job gone meanwhile: no hook
     ((queue, name, told),) = ctx.enqueuer.hooked  # type: ignore[attr-defined]

@@ -11,19 +11,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, select
 
-import workers.context
 from tests.common.databases import new_database_url
-from tests.common.doubles import TEST_SECRET, TEST_TOKEN, RecordingEnqueuer
+from tests.common.doubles import RecordingEnqueuer, use_worker
 from tests.common.factories import generation, make_job
-from tests.common.statements import recorded_statements
+from tests.common.statements import round_trips
 from webhook_app.infra.db import Database
 from webhook_app.infra.queue import ENRICH_JOB, FOLLOW_UP, JOB_FINISHED
 from webhook_app.models import Event, Job, Notification, Subscription
 from webhook_app.services import submission, upstream_state
 from webhook_app.services.jobs import NOT_ENQUEUED
-from webhook_app.settings import Settings
 from webhook_app.states import JobStatus
 from workers.context import WorkerContext
 from workers.tasks import submit_job
@@ -73,18 +71,9 @@ def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture
 def worker(db: Database, monkeypatch: pytest.MonkeyPatch) -> WorkerContext:
-    settings = Settings(
-        environment="test",
-        database_url=str(db.engine.url),
-        public_base_url="http://testserver",
-        callback_secrets=(TEST_SECRET,),
-        api_tokens=(TEST_TOKEN,),
-    )
     assert isinstance(db.sender, RecordingEnqueuer)
     db.sender.sent.clear()
-    ctx = WorkerContext(settings, db, Upstream(), db.sender, None, CountingPacer(), None)  # type: ignore[arg-type]
-    monkeypatch.setattr(workers.context, "_context", ctx)
-    return ctx
+    return use_worker(db, monkeypatch, Upstream(), db.sender, pacer=CountingPacer())
 
 
 def new_job(db: Database, **fields: Any) -> int:
@@ -110,33 +99,14 @@ def story(db: Database, job_id: int) -> list[tuple[str | None, str, str]]:
         return [(e.from_status, e.to_status, e.source) for e in events]
 
 
-@contextmanager
-def round_trips(db: Database) -> Iterator[list[int]]:
-    """[statements, transactions] sent while the block runs (each transaction costs its BEGIN
-    and its COMMIT on top)."""
-    counted = [0, 0]
-
-    def committed(_connection: Any) -> None:
-        counted[1] += 1
-
-    event.listen(db.engine, "commit", committed)
-    try:
-        with recorded_statements(db) as seen:
-            yield counted
-        # SQLite's trace shows its BEGIN and COMMIT: counted as transactions, not statements.
-        counted[0] = len([s for s in seen if not s.startswith(("BEGIN", "COMMIT"))])
-    finally:
-        event.remove(db.engine, "commit", committed)
-
-
 def test_a_submission_costs_nine_round_trips_on_postgresql(worker: WorkerContext) -> None:
     db = worker.db
     submit_job(new_job(db))  # warm: the statements' first preparation is not measured
     job_id = new_job(db)
     db.sender.sent.clear()  # type: ignore[union-attr]
-    with round_trips(db) as counted:
+    with round_trips(db) as trips:
         submit_job(job_id)
-    statements, transactions = counted
+    statements, transactions = len(trips.statements), trips.transactions
     if db.engine.dialect.name == "postgresql":
         # The claimable read, the claim in one statement, then the answer in one transaction:
         # lock (with the change position and whether anybody subscribes), events, the job,

@@ -1,14 +1,20 @@
-"""The test app's secrets, the fake at its broker seam, and the worker's applier played
-in-process for tests that use Flask's test client."""
+"""The test app's secrets, the fake at its broker seam, the worker's applier played
+in-process for tests that use Flask's test client, and a worker's context for tasks called
+directly."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 
+import workers.context
+from webhook_app.infra.db import Database
 from webhook_app.infra.queue import Enqueuer
 from webhook_app.services.applying import apply_pending
+from webhook_app.settings import Settings
+from workers.context import WorkerContext
 
 
 class RecordingEnqueuer(Enqueuer):
@@ -47,3 +53,27 @@ def apply_all(app: Any) -> None:
         svc.db, limit=svc.settings.apply_batch_size, recheck_after=svc.settings.recheck_after
     ):
         pass
+
+
+def use_worker(
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    client: Any,
+    enqueuer: Enqueuer,
+    *,
+    pacer: Any = None,
+    **settings: Any,
+) -> WorkerContext:
+    """The context the tasks find for the rest of the test: the test settings (`settings` over
+    them) on `db`, with these doubles at its seams, and no storage nor HTTP session."""
+    configured = Settings(
+        environment="test",
+        database_url=str(db.engine.url),
+        public_base_url="http://testserver",
+        callback_secrets=(TEST_SECRET,),
+        api_tokens=(TEST_TOKEN,),
+        **settings,
+    )
+    ctx = WorkerContext(configured, db, client, enqueuer, None, pacer, None)  # type: ignore[arg-type]
+    monkeypatch.setattr(workers.context, "_context", ctx)
+    return ctx
