@@ -42,6 +42,23 @@ def test_callback_tokens_are_masked_in_every_spelling(text: str) -> None:
     assert mask_callback_paths(masked) == masked
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"POST /callbacks/{JOB}/{TOKEN} HTTP/1.1",
+        f"POST /CallBacks/{JOB}/{TOKEN} HTTP/1.1",
+        f"dp_callback_url=https%3A%2F%2Fapp.example.com%2FCALLBACKS%2F{JOB}%2F{TOKEN}&dp_x=1",
+        f'{{"url": "https:\\/\\/app.example.com\\/callbacks\\/{JOB}\\/{TOKEN}"}}',
+    ],
+)
+def test_a_body_has_its_callback_tokens_masked_in_any_case(text: str) -> None:
+    masked = Redactor().redact_bytes(text.encode())
+    assert TOKEN.encode() not in masked
+    assert JOB.encode() in masked and REDACTED.encode() in masked
+    body = f'{{"note": "no callback here", "id": "{JOB}/{TOKEN}"}}'.encode()
+    assert Redactor().redact_bytes(body) == body
+
+
 def test_text_without_a_callback_url_is_left_alone() -> None:
     text = "GET /api/v1/jobs/6f1c2d3e/events 200 callbacks are fine"
     assert mask_callback_paths(text) == text
