@@ -304,3 +304,22 @@ def test_the_applier_merges_as_a_poll_does(
     if batched:  # a version counts transactions: one batch is one, each poll was one
         assert seen.pop("version") <= expected.pop("version")
     assert seen == expected
+
+
+def test_an_applier_looks_again_at_once_after_a_full_or_slow_batch(tmp_path: Any) -> None:
+    from workers.applier import Applier
+
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite:///{tmp_path / 'applier.db'}",
+        apply_batch_size=100,
+        apply_poll_interval=0.05,
+    )
+    applier = Applier(settings, RecordingEnqueuer())
+    try:
+        assert applier.pause(100, 0.001) == 0.0  # a full batch: more are likely waiting
+        assert applier.pause(3, 0.2) == 0.0  # deliveries arrived while it worked
+        assert applier.pause(3, 0.01) == pytest.approx(0.04)  # one look per interval
+        assert applier.pause(0, 0.001) == pytest.approx(0.049)  # idle
+    finally:
+        applier.db.dispose()

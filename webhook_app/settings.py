@@ -566,7 +566,8 @@ class Settings:
         0.05,
         "APPLY_POLL_INTERVAL",
         number,
-        "seconds an idle applier waits before looking for stored deliveries again",
+        "seconds from one look for stored deliveries to the next, unless the last batch was "
+        "full or took longer",
     )
     apply_sweep_after: float = setting(
         30.0,

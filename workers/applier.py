@@ -2,10 +2,11 @@
 
 The receiver only stores deliveries; this thread claims them in batches and merges them
 (`services.applying`). It needs no process of its own: one worker on one dyno applies them,
-and each worker added shares the work (on PostgreSQL batches skip each other's rows). An idle
-applier looks again every APPLY_POLL_INTERVAL with one indexed read that takes no lock; a
-full batch is followed by the next at once. What no applier takes (all workers down, say)
-is swept up by reconciliation.
+and each worker added shares the work (on PostgreSQL batches skip each other's rows). An
+applier looks for pending deliveries every APPLY_POLL_INTERVAL, with one indexed read that
+takes no lock when idle; a batch that was full, or took longer than the interval, is
+followed by the next at once, so a delivery never waits for a pause on top of a batch. What
+no applier takes (all workers down, say) is swept up by reconciliation.
 
 Like the heartbeat, it uses a database of its own, never the pool children's, and starts once
 the pool is forked.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from celery import current_app
@@ -54,14 +56,21 @@ class Applier:
 
     def run(self) -> None:
         while not self.stopped.is_set():
+            began = time.monotonic()
             try:
                 applied = self.apply_once()
             except Exception as exc:  # pending deliveries stay pending; try again soon
                 log.warning("could not apply deliveries: %s", type(exc).__name__)
                 self.stopped.wait(AFTER_FAILURE)
                 continue
-            if applied < self.settings.apply_batch_size:
-                self.stopped.wait(self.settings.apply_poll_interval)
+            self.stopped.wait(self.pause(applied, time.monotonic() - began))
+
+    def pause(self, applied: int, took: float) -> float:
+        """How long to wait before the next look, after one that applied `applied` deliveries
+        in `took` seconds."""
+        if applied >= self.settings.apply_batch_size:
+            return 0.0  # more are likely waiting
+        return max(0.0, self.settings.apply_poll_interval - took)
 
     def stop(self) -> None:
         self.stopped.set()
