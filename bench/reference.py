@@ -2,6 +2,8 @@
 
 - POST /noop/<job_id>/<token>: parses the JSON body and answers 200; the ceiling of Flask.
 - POST /naive/<job_id>/<token>: one SQLAlchemy ORM insert of the body and a commit.
+- POST /floor/<job_id>/<token>: reads the body and answers 200 in front of Flask, as the
+  receiver does; what gunicorn's own handling of a request costs.
 - GET /bare/jobs/<job_id>: one row looked up by its key, as JSON; the ceiling of get-one.
 
 Their naive table is created by the kit (create_all): it is no part of the service's schema.
@@ -20,6 +22,7 @@ from webhook_app.infra.db import make_engine
 from webhook_app.settings import Settings
 
 APP = "bench.reference:create_app()"
+RECEIVED = b'{"received": true}'
 
 
 class Base(DeclarativeBase):
@@ -72,6 +75,19 @@ def create_app() -> Flask:
             return jsonify({"error": "not found"}), 404
         return jsonify({key: _plain(value) for key, value in row.items()})
 
+    flask_app = app.wsgi_app
+
+    def in_front(environ: Any, start_response: Any) -> Any:
+        if not environ.get("PATH_INFO", "").startswith("/floor/"):
+            return flask_app(environ, start_response)
+        environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(RECEIVED)))],
+        )
+        return [RECEIVED]
+
+    app.wsgi_app = in_front  # type: ignore[method-assign]
     return app
 
 
