@@ -302,6 +302,8 @@ class Ingestion:
                 "Flask, same arguments); beside it, the database's work and the applier's. "
                 + cpu_budget(main_measured, naive, noop),
             ]
+        if p99.median > 50:
+            out += ["", closed_loop(plan.connections, (main, p99), (noop, noop_p99))]
         out += [
             "",
             f"Each load: wrk, {plan.connections} connections, {plan.seconds:g} s, "
@@ -417,6 +419,26 @@ def start_web(kit: Kit, workers: int, name: str | None = None) -> str:
     url = f"http://127.0.0.1:{port}"
     kit.wait_ready(name, lambda: requests.get(f"{url}/readyz", timeout=1).ok)
     return url
+
+
+def closed_loop(
+    connections: int, service: tuple[Figure, Figure], noop: tuple[Figure, Figure]
+) -> str:
+    """What the p99 of a load by a fixed number of connections follows: each (req/s, p99)."""
+
+    def spread(rate: Figure, p99: Figure) -> tuple[float, float]:
+        mean = connections / rate.median * 1000  # Little's law: every connection always waits
+        return mean, p99.median / mean
+
+    mean, times = spread(*service)
+    _, noop_times = spread(*noop)
+    return (
+        f"What limits p99: with {connections} connections each waiting for its answer, the mean "
+        f"latency is {connections} / throughput ({mean:.1f} ms here) and the p99 {times:.1f}x "
+        f"that (the no-op's {noop_times:.1f}x). At this spread a p99 of 50 ms needs "
+        f"{connections * times / 0.05:.0f} req/s: a matter of throughput, so of the CPU per "
+        "callback above, not of a wait of its own."
+    )
 
 
 def cpu_budget(measured: Measured, naive: Figure, noop: Figure) -> str:
