@@ -59,19 +59,21 @@ def test_no_limit_counts_and_never_refuses(session: Session) -> None:
     }
 
 
+def create_refused(session: Session, counted: list[budgets.Budget]) -> None:
+    """Create a job against `counted`, in a savepoint that a refusal rolls back."""
+    with session.begin_nested():
+        create_job(
+            session, JobRequest("a fox"), now=NOW, deadline=timedelta(hours=1), budgets=counted
+        )
+
+
 def test_a_refused_job_is_not_created_and_its_other_budgets_are_not_counted(
     session: Session,
 ) -> None:
     roomy, full = fresh_budget(10), fresh_budget(0)
     before = session.scalar(select(func.count()).select_from(Job))
-    with pytest.raises(budgets.BudgetExceeded) as refused, session.begin_nested():
-        create_job(
-            session,
-            JobRequest("a fox"),
-            now=NOW,
-            deadline=timedelta(hours=1),
-            budgets=[roomy, full],
-        )
+    with pytest.raises(budgets.BudgetExceeded) as refused:
+        create_refused(session, [roomy, full])
     assert refused.value.budget == full
     assert session.scalar(select(func.count()).select_from(Job)) == before
     assert budgets.used_today(session, [roomy.name], now=NOW) == {roomy.name: 0}
@@ -82,14 +84,8 @@ def test_the_first_full_budget_is_named_and_a_later_one_is_not_counted(
 ) -> None:
     full, roomy = fresh_budget(1), fresh_budget(10)
     budgets.charge(session, [full], now=NOW)
-    with pytest.raises(budgets.BudgetExceeded) as refused, session.begin_nested():
-        create_job(
-            session,
-            JobRequest("a fox"),
-            now=NOW,
-            deadline=timedelta(hours=1),
-            budgets=[full, roomy],
-        )
+    with pytest.raises(budgets.BudgetExceeded) as refused:
+        create_refused(session, [full, roomy])
     assert refused.value.budget == full
     assert budgets.used_today(session, [full.name, roomy.name], now=NOW) == {
         full.name: 1,
